@@ -1,0 +1,1 @@
+"""Per-replicate metrics and their aggregation over replicates."""

@@ -1,0 +1,189 @@
+"""Parquet input/output with provenance metadata and atomic writes.
+
+Every table the workflow writes carries, in the Parquet key-value metadata under the key
+``clusterhte.provenance``, a JSON record of how it was made:
+
+- ``package``: clusterhte version, git commit and a dirty flag;
+- ``rule``: the Snakemake rule (or command) that wrote it;
+- ``config`` and ``config_hash``: the stage-relevant subset of the configuration and its sha256;
+- ``seed``: the seed material used (if any);
+- ``inputs``: path and sha256 of every input file, so that ``clusterhte audit`` can walk the chain;
+- ``libraries``: versions of the numerical libraries;
+- ``created_utc``: the time of writing (the only field that differs between identical reruns).
+
+Writes go to a temporary file in the same folder and are renamed into place, so an interrupted
+job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PROVENANCE_KEY = "clusterhte.provenance"
+LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "statsmodels", "stochtree",
+             "gpboost", "econml", "pygam", "lightgbm", "snakemake")
+
+
+class InputFileError(ValueError):
+    """An input file is missing, unreadable or not what the stage expects."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(cfg: Any) -> str:
+    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = importlib_metadata.version(lib)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@lru_cache(maxsize=1)
+def package_info() -> dict[str, Any]:
+    from clusterhte import __version__
+    root = Path(__file__).resolve().parents[2]
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        if commit:
+            st = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10).stdout
+            dirty = bool(st.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"name": "clusterhte", "version": __version__, "git_commit": commit, "git_dirty": dirty}
+
+
+def provenance(*, rule: str, inputs: Iterable[str | os.PathLike] = (), config: Any = None,
+               seed: Any = None, extra: dict | None = None) -> dict[str, Any]:
+    """Build the provenance record for a file about to be written."""
+    ins = []
+    for p in inputs:
+        p = Path(p)
+        ins.append({"path": str(p), "sha256": sha256_file(p) if p.is_file() else None})
+    rec = {
+        "package": package_info(),
+        "rule": rule,
+        "config": config,
+        "config_hash": config_hash(config),
+        "seed": seed,
+        "inputs": ins,
+        "libraries": library_versions(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to ``path``; rename it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, *, prov: dict | None = None,
+                  metadata: dict[str, str] | None = None, csv: bool = False) -> Path:
+    """Write ``df`` atomically with provenance (and optional extra key-value metadata).
+
+    With ``csv=True`` a CSV copy for people is written next to it (same stem), also atomically.
+    """
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    if prov is not None:
+        meta[PROVENANCE_KEY.encode()] = canonical_json(prov).encode()
+    for k, v in (metadata or {}).items():
+        meta[k.encode()] = v.encode()
+    table = table.replace_schema_metadata(meta)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    if csv:
+        with atomic_path(path.with_suffix(".csv")) as tmp:
+            df.to_csv(tmp, index=False)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """All key-value metadata of a Parquet file, decoded (pandas' own key left out)."""
+    path = Path(path)
+    _check_parquet(path)
+    md = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in md.items() if k != b"pandas"}
+
+
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    md = read_metadata(path)
+    return json.loads(md[PROVENANCE_KEY]) if PROVENANCE_KEY in md else None
+
+
+def _check_parquet(path: Path) -> None:
+    if not path.exists():
+        raise InputFileError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: file is empty (0 bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        fh.seek(-4, os.SEEK_END)
+        tail = fh.read(4)
+    if head != b"PAR1" or tail != b"PAR1":
+        raise InputFileError(f"{path}: not a Parquet file (expected the 'PAR1' magic bytes at start and end)")
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    path = Path(path)
+    _check_parquet(path)
+    return pd.read_parquet(path, columns=columns)
+
+
+def write_trial(td, path: str | os.PathLike, *, prov: dict | None = None) -> Path:
+    """Write a :class:`~clusterhte.data.trial.TrialData` with its roles in the metadata."""
+    return write_parquet(td.frame, path, prov=prov, metadata=td.metadata())
+
+
+def read_trial(path: str | os.PathLike, **validate_kw):
+    """Read a table written by :func:`write_trial` back into a validated TrialData."""
+    from clusterhte.data.trial import TrialData
+    return TrialData.from_frame(read_parquet(path), read_metadata(path), name=str(path), **validate_kw)

@@ -1,0 +1,1 @@
+"""Mixed-model numerics shared by the estimators (REML linear mixed models, BLUPs)."""

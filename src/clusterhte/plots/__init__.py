@@ -1,0 +1,1 @@
+"""Figure functions: each takes tidy DataFrames and returns a matplotlib Figure."""

@@ -1,0 +1,1 @@
+"""Data-generating processes of the simulation studies."""
