@@ -1,0 +1,85 @@
+"""The fit stage shared by all studies: fit one method on a chunk of replicates.
+
+Output contract (one row per predicted row): ``rep, split, row, cate, lower, upper, decision,
+seconds, failed, error, ate, ate_lower, ate_upper``. A method that raises on one replicate records
+``failed = 1`` with the error message and the study goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from clusterhte import methods, seeds
+from clusterhte.data.trial import TrialData
+
+FIT_COLUMNS = ["rep", "split", "row", "cate", "lower", "upper", "decision", "seconds", "failed",
+               "error", "ate", "ate_lower", "ate_upper"]
+
+
+def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialData]]], *, study: str,
+                   cell: str, method: str, params: dict, root_seed: int,
+                   larger_is_better: bool = True, log=sys.stderr, total: int | None = None) -> pd.DataFrame:
+    """Fit ``method`` on each (rep, train, {split: prediction table}) and stack the predictions."""
+    parts = []
+    for i, (rep, train, preds) in enumerate(replicates):
+        seed = seeds.int_seed(root_seed, study, cell, int(rep), method)
+        t0 = time.perf_counter()
+        err = None
+        results = {}
+        try:
+            est = methods.make(method, params, random_state=seed)
+            est.fit(train)
+            for split, td in preds.items():
+                results[split] = est.predict(td)
+        except methods.MethodError:
+            raise  # a configuration problem, not a replicate failure
+        except Exception as e:  # noqa: BLE001 - record and go on, as the study design requires
+            err = f"{type(e).__name__}: {e}"
+            traceback.print_exc(file=log)
+        secs = time.perf_counter() - t0
+        for split, td in preds.items():
+            n = td.n
+            base = {"rep": np.full(n, int(rep)), "split": split, "row": np.arange(n), "seconds": secs}
+            if err is None:
+                r = results[split]
+                r.larger_is_better = larger_is_better
+                ate, alo, ahi = r.ate()
+                parts.append(pd.DataFrame({**base, "cate": r.point, "lower": r.lower, "upper": r.upper,
+                                           "decision": r.decision.astype("int8"), "failed": np.int8(0),
+                                           "error": "", "ate": ate, "ate_lower": alo, "ate_upper": ahi}))
+            else:
+                nan = np.full(n, np.nan)
+                parts.append(pd.DataFrame({**base, "cate": nan, "lower": nan, "upper": nan,
+                                           "decision": np.int8(-1), "failed": np.int8(1), "error": err,
+                                           "ate": np.nan, "ate_lower": np.nan, "ate_upper": np.nan}))
+        status = "FAILED " + err if err else "ok"
+        of = f"/{total}" if total else ""
+        print(f"[{study} fit {method} {cell}] replicate {rep} ({i + 1}{of}) {secs:.3f} s {status}",
+              file=log, flush=True)
+    out = pd.concat(parts, ignore_index=True)[FIT_COLUMNS]
+    out["rep"] = out["rep"].astype("int64")
+    out["row"] = out["row"].astype("int64")
+    return out
+
+
+def chunk_reps(replicates: int, reps_per_chunk: int, k: int) -> range:
+    """Replicate numbers of chunk ``k``."""
+    lo = k * reps_per_chunk
+    if lo >= replicates or k < 0:
+        raise ValueError(f"chunk {k} is out of range for {replicates} replicates in chunks of {reps_per_chunk}")
+    return range(lo, min(lo + reps_per_chunk, replicates))
+
+
+def n_chunks(replicates: int, reps_per_chunk: int) -> int:
+    return -(-int(replicates) // int(reps_per_chunk))
+
+
+def iter_by_rep(df: pd.DataFrame) -> Iterator[tuple[int, pd.DataFrame]]:
+    for rep, g in df.groupby("rep", sort=True):
+        yield int(rep), g

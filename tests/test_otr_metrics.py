@@ -1,0 +1,58 @@
+"""OTR metrics against hand-computed values."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from clusterhte.evaluate import otr_metrics as om
+
+
+def test_replicate_metrics_by_hand():
+    delta = np.array([1.0, 2.0, -1.0, -2.0, 0.5])
+    score = np.array([0.3, -0.1, 0.2, -0.5, 0.9])
+    m = om.replicate_metrics(score, delta)
+    # d* = 1 1 0 0 1, d^ = 1 0 1 0 1 -> TP 2, FP 1, FN 1, TN 1
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert m["share_treated"] == pytest.approx(3 / 5)
+    assert m["auc"] == pytest.approx(roc_auc_score(delta > 0, score))
+    assert m["f1"] == pytest.approx(f1_score(delta > 0, score > 0))
+    # Spearman by hand: ranks of score (2,4? ) via numpy
+    rs = np.argsort(np.argsort(score)); rd = np.argsort(np.argsort(delta))
+    assert m["rank_corr"] == pytest.approx(np.corrcoef(rs, rd)[0, 1])
+
+
+def test_auc_ties_count_half():
+    assert om.auc_mann_whitney(np.array([1.0, 1.0]), np.array([1, 0])) == pytest.approx(0.5)
+
+
+def test_congruence_matrix():
+    d = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 1], [0, 0, 0]])
+    cm = om.congruence_matrix(d)
+    assert np.allclose(np.diag(cm), 1)
+    assert cm[0, 1] == pytest.approx(3 / 4) and cm[0, 2] == pytest.approx(3 / 4)
+    assert cm[1, 2] == pytest.approx(2 / 4)
+    assert np.allclose(cm, cm.T)
+
+
+def test_evaluate_chunk_and_failure():
+    sim = pd.DataFrame({"rep": [0, 0, 0, 0], "split": ["train", "train", "test", "test"],
+                        "row": [0, 1, 0, 1], "delta": [9, 9, 1.0, -1.0]})
+    fits = pd.DataFrame({"rep": 0, "method": ["a", "a", "b", "b"], "row": [0, 1, 0, 1],
+                         "cate": [0.5, -0.5, np.nan, np.nan], "decision": [1, 0, -1, -1],
+                         "failed": [0, 0, 1, 1], "seconds": 0.1})
+    out = om.evaluate_chunk(fits, sim)
+    a = out[(out.method == "a") & out.other.isna()].set_index("metric").value
+    assert a["accuracy"] == 1.0 and a["failed"] == 0
+    b = out[(out.method == "b")].set_index("metric").value
+    assert b["failed"] == 1 and "accuracy" not in b.index
+    agg = om.aggregate(out.assign(design="d1"), ["design"])
+    assert set(agg.columns) >= {"mean", "sd", "mcse", "n_reps"}
+
+
+def test_evaluate_chunk_rejects_mismatched_chunks():
+    sim = pd.DataFrame({"rep": [0], "split": ["test"], "row": [0], "delta": [1.0]})
+    fits = pd.DataFrame({"rep": [1], "method": ["a"], "row": [0], "cate": [1.0], "decision": [1], "failed": [0]})
+    with pytest.raises(ValueError, match="do not match"):
+        om.evaluate_chunk(fits, sim)

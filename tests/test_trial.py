@@ -1,0 +1,57 @@
+"""TrialData validation: one clear error naming the column, cluster or rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clusterhte.data.trial import TrialData, TrialDataError, make_trial
+
+
+def base_crt():
+    cl = np.repeat([1, 2, 3, 4], 3)
+    return pd.DataFrame({"site": cl, "arm": np.repeat([0, 0, 1, 1], 3), "y": np.arange(12.0),
+                         "x": np.linspace(0, 1, 12), "v": np.repeat([1.0, 2.0, 3.0, 4.0], 3)})
+
+
+def mk(df, design="crt", **kw):
+    return make_trial(df, design, outcome="y", treatment="arm", cluster="site",
+                      individual_covariates=["x"], cluster_covariates=kw.pop("clu", ["v"]), name="my.csv", **kw)
+
+
+def test_valid_and_user_frame_unchanged():
+    df = base_crt()
+    before = df.copy()
+    td = mk(df)
+    assert td.n == 12 and td.covariates == ("x", "v")
+    pd.testing.assert_frame_equal(df, before)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda d: d.drop(columns="x"), r"covariate column\(s\) \['x'\] not found"),
+    (lambda d: d.assign(y=["a"] * 12), "'outcome' must be numeric"),
+    (lambda d: d.assign(arm=np.repeat([0, 0, 2, 2], 3)), "'treatment' must be 0/1"),
+    (lambda d: d.assign(y=np.r_[np.nan, np.arange(11.0)]), r"'outcome' has missing.*rows 0"),
+    (lambda d: d.assign(site=np.r_[np.nan, d.site[1:]]), "'cluster' has missing values"),
+    (lambda d: d.assign(x=np.nan), "'x' is missing \\(NaN\\) in every row"),
+    (lambda d: d.assign(x=1.0), "'x' is constant"),
+    (lambda d: d.assign(arm=np.r_[1, np.repeat([0, 0, 1, 1], 3)[1:]]), "varies within cluster"),
+    (lambda d: d.assign(arm=np.repeat([0, 1, 1, 1], 3)), "arm 0 has 1 cluster"),
+    (lambda d: d.assign(site=1), "only one cluster"),
+    (lambda d: d.assign(v=np.arange(12.0)), "cluster covariate 'v' varies within"),
+    (lambda d: d.iloc[:0], "empty"),
+])
+def test_bad_input_messages(mutate, match):
+    with pytest.raises(TrialDataError, match=match) as e:
+        mk(mutate(base_crt()))
+    assert "my.csv" in str(e.value)
+
+
+def test_multisite_one_arm_cluster():
+    df = base_crt().assign(arm=[0, 1, 0, 1, 0, 1, 1, 1, 1, 0, 1, 0])
+    with pytest.raises(TrialDataError, match=r"cluster\(s\) \[3\] have only one arm"):
+        mk(df, design="multisite", clu=[])
+
+
+def test_moderator_must_be_covariate():
+    with pytest.raises(TrialDataError, match="moderator"):
+        mk(base_crt(), moderators=["z"])
