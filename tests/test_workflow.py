@@ -1,0 +1,55 @@
+"""End-to-end OTR workflow on a tiny config: outputs, nothing-to-do after a run, and a changed
+hyperparameter of one method reruns only that method's fit jobs and what depends on them."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from clusterhte import io
+from workflow_utils import ROOT, planned_jobs, snakemake, workdir
+
+TINY = {
+    "seed": 5, "reps_per_chunk": 2,
+    "otr": {"designs": ["d1", "d2"], "sizes": [[6, 12]], "replicates": 3,
+            "methods": ["q-base", "q-fe", "q-rs", "w-noaug", "ws-augid"],
+            "congruence_size": [6, 12], "method_overrides": {}},
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    wd = workdir(tmp_path_factory.mktemp("wf"), TINY)
+    r = snakemake(wd, "results/tables/otr_summary.csv", "results/figures/otr/accuracy_d1.png",
+                  "results/figures/otr/congruence_d2.pdf")
+    assert r.returncode == 0, r.stderr[-4000:]
+    return wd
+
+
+def test_outputs(finished):
+    s = pd.read_csv(finished / "results/tables/otr_summary.csv")
+    assert set(s.method) == set(TINY["otr"]["methods"])
+    assert set(s.design) == {"d1", "d2"}
+    acc = s[s.metric == "accuracy"]
+    assert (acc["n_reps"] == 3).all() and acc["mean"].between(0, 1).all()
+    prov = io.read_provenance(finished / "results/tables/otr_summary.parquet")
+    assert prov["rule"] == "otr_aggregate" and len(prov["inputs"]) == 4  # 2 cells x 2 chunks
+    assert (finished / "results/figures/otr/accuracy_d1.png").stat().st_size > 10_000
+
+
+def test_nothing_to_do_then_only_changed_method(finished):
+    targets = ["results/tables/otr_summary.csv", "results/figures/otr/accuracy_d1.png",
+               "results/figures/otr/congruence_d2.pdf"]
+    r = snakemake(finished, "-n", *targets)
+    assert r.returncode == 0
+    assert planned_jobs(r.stdout) == {}, r.stdout
+    m = yaml.safe_load((finished / "config/methods.yaml").read_text())
+    m["w-noaug"] = dict(m.get("w-noaug") or {}, nfolds=4)
+    (finished / "config/methods.yaml").write_text(yaml.safe_dump(m))
+    r = snakemake(finished, "-n", *targets)
+    jobs = planned_jobs(r.stdout)
+    # 2 cells x 2 chunks of w-noaug fits, then the evaluation of those 4 chunks and what follows
+    assert jobs.get("otr_fit") == 4, r.stdout
+    assert jobs.get("otr_evaluate") == 4 and jobs.get("otr_aggregate") == 1
+    assert "otr_simulate" not in jobs
+    fit_lines = [l for l in r.stdout.splitlines() if "results/fits/otr/" in l and "output:" in l]
+    assert fit_lines and all("/w-noaug/" in l for l in fit_lines)
