@@ -53,3 +53,30 @@ def test_nothing_to_do_then_only_changed_method(finished):
     assert "otr_simulate" not in jobs
     fit_lines = [l for l in r.stdout.splitlines() if "results/fits/otr/" in l and "output:" in l]
     assert fit_lines and all("/w-noaug/" in l for l in fit_lines)
+
+
+def test_audit_chain_and_changed_input(finished):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("clusterhte"))
+    r = subprocess.run([cli, "audit", "results/tables/otr_summary.parquet"], cwd=finished,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for rule in ("otr_aggregate", "otr_evaluate", "otr_fit", "otr_simulate"):
+        assert f"rule {rule}" in r.stdout
+    sim = finished / "results/sim/otr/d1_J6_n12/chunk0.parquet"
+    backup = finished / "sim.bak"
+    shutil.copy(sim, backup)
+    try:
+        df = io.read_parquet(sim)
+        df.loc[0, "outcome"] += 1.0
+        io.write_parquet(df, sim, prov=io.read_provenance(backup))
+        r = subprocess.run([cli, "audit", "results/tables/otr_summary.parquet"], cwd=finished,
+                           capture_output=True, text=True)
+        assert r.returncode == 1
+        assert "CHANGED: results/sim/otr/d1_J6_n12/chunk0.parquet" in r.stderr
+    finally:
+        shutil.copy(backup, sim)

@@ -1,12 +1,15 @@
-# Stage: figures (PNG for screens, PDF for papers).
+# Stage: figures (PNG for screens and the Snakemake report, PDF for papers).
 
 rule otr_figures:
     input:
         per_rep="results/tables/otr_metrics.parquet",
-        congruence="results/tables/otr_congruence.parquet",
     output:
-        accuracy=multiext("results/figures/otr/accuracy_{design}", ".png", ".pdf"),
-        metrics=multiext("results/figures/otr/metrics_{design}", ".png", ".pdf"),
+        accuracy=[report("results/figures/otr/accuracy_{design}.png", caption="../report/otr_accuracy.rst",
+                         category="Multisite OTR simulation", subcategory="Design {design}"),
+                  "results/figures/otr/accuracy_{design}.pdf"],
+        metrics=[report("results/figures/otr/metrics_{design}.png", caption="../report/otr_metrics.rst",
+                        category="Multisite OTR simulation", subcategory="Design {design}"),
+                 "results/figures/otr/metrics_{design}.pdf"],
     log:
         "results/logs/otr_figures/{design}.log",
     script:
@@ -17,7 +20,9 @@ rule otr_congruence_figure:
     input:
         congruence="results/tables/otr_congruence.parquet",
     output:
-        multiext("results/figures/otr/congruence_{design}", ".png", ".pdf"),
+        report("results/figures/otr/congruence_{design}.png", caption="../report/otr_congruence.rst",
+               category="Multisite OTR simulation", subcategory="Design {design}"),
+        "results/figures/otr/congruence_{design}.pdf",
     params:
         size=OTR.get("congruence_size", [25, 150]),
     log:

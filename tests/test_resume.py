@@ -1,0 +1,89 @@
+"""Kill and resume, and determinism, of the quick OTR workflow (on a reduced config).
+
+- SIGKILL to the whole Snakemake process group while fit jobs run, then rerun: no truncated
+  Parquet file is ever left under a finished name, jobs finished before the kill are not rerun,
+  and the final tables equal those of an uninterrupted run.
+- Two runs from scratch write identical data in every Parquet file (provenance time and the
+  wall-clock ``seconds`` measurements aside).
+"""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from workflow_utils import SNAKEMAKE, snakemake, workdir
+
+CFG = {
+    "seed": 11, "reps_per_chunk": 2,
+    "otr": {"designs": ["d1", "d3"], "sizes": [[8, 10]], "replicates": 4,
+            "methods": ["q-base", "q-ri", "q-rs", "w-aug", "ws-noaug"],
+            "congruence_size": [8, 10], "method_overrides": {}},
+}
+TARGET = "results/tables/otr_summary.csv"
+TIMING = {"seconds"}
+
+
+def data_of(path: Path) -> pd.DataFrame:
+    df = pq.read_table(path).to_pandas()
+    if "metric" in df.columns:
+        df = df[df["metric"] != "seconds"]
+    return df.drop(columns=[c for c in df.columns if c in TIMING]).reset_index(drop=True)
+
+
+def parquet_files(wd: Path) -> dict[str, Path]:
+    return {str(p.relative_to(wd)): p for p in (wd / "results").rglob("*.parquet")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    wd = workdir(tmp_path_factory.mktemp("ref"), CFG)
+    r = snakemake(wd, TARGET)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return wd
+
+
+def test_determinism(reference, tmp_path):
+    wd = workdir(tmp_path, CFG)
+    r = snakemake(wd, TARGET)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = parquet_files(reference), parquet_files(wd)
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        pd.testing.assert_frame_equal(data_of(a[k]), data_of(b[k]), obj=k)
+
+
+def test_kill_and_resume(reference, tmp_path):
+    wd = workdir(tmp_path, CFG)
+    proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", "--configfile", "run.yaml", TARGET], cwd=wd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    fits = wd / "results" / "fits"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if fits.exists() and len(list(fits.rglob("*.parquet"))) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the workflow finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    before = {k: p.stat().st_mtime_ns for k, p in parquet_files(wd).items()}
+    assert before, "nothing was finished before the kill"
+    for k, p in parquet_files(wd).items():  # (a) every finished-looking file is a whole Parquet file
+        pq.read_table(p)
+    assert not (wd / TARGET).exists()
+    subprocess.run([SNAKEMAKE, "--unlock", "--configfile", "run.yaml"], cwd=wd, capture_output=True)
+    r = snakemake(wd, TARGET, "--rerun-incomplete")
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = parquet_files(wd)
+    for k, t in before.items():  # (b) jobs finished before the kill did not run again
+        assert after[k].stat().st_mtime_ns == t, f"{k} was rewritten"
+    ref = parquet_files(reference)  # (c) same tables as an uninterrupted run
+    assert ref.keys() == after.keys()
+    for k in ("results/tables/otr_summary.parquet", "results/tables/otr_metrics.parquet"):
+        pd.testing.assert_frame_equal(data_of(ref[k]), data_of(after[k]), obj=k)
