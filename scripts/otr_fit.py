@@ -1,13 +1,13 @@
 """Fit one OTR method on one chunk of simulated replicates; scores on the test split."""
 from clusterhte import smk
 
-smk.single_thread()
+smk.limit_threads(snakemake.threads)
 from clusterhte import io  # noqa: E402
 from clusterhte.stages import otr  # noqa: E402
 
 with smk.logged(snakemake) as log:
     p, w = snakemake.params, snakemake.wildcards
     sim = io.read_parquet(snakemake.input[0])
-    fits = otr.fit(sim, w.cell, w.method, dict(p.hyper), p.seed, log=log)
+    fits = otr.fit(sim, w.cell, w.method, dict(p.hyper), p.seed, log=log, threads=snakemake.threads)
     io.write_parquet(fits, snakemake.output[0],
                      prov=smk.prov(snakemake, {"method": w.method, "hyperparameters": dict(p.hyper)}, seed=p.seed))

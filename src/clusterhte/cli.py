@@ -1,9 +1,14 @@
-"""The ``clusterhte`` command: list methods, audit a workflow output.
+"""The ``clusterhte`` command: list methods, fit one method on a trial file, audit an output.
 
 Examples::
 
     clusterhte methods
+    clusterhte fit --data tests/data/example_crt.csv --design crt --outcome y --treatment arm \
+        --cluster site --covariates age,female,score --cluster-covariates urban --method lmm \
+        --out cates.parquet
     clusterhte audit results/tables/otr_summary.parquet
+
+Exit codes: 0 success, 1 audit found a changed input, 2 bad input or usage (one-line message).
 """
 
 from __future__ import annotations
@@ -52,6 +57,65 @@ def _cmd_audit(args) -> int:
     return 1
 
 
+def _parse_param(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise ValueError(f"--param expects key=value, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def _cmd_fit(args) -> int:
+    from clusterhte import io, methods
+    from clusterhte.data.trial import TrialDataError
+    from clusterhte.data.user import load_trial, split_list
+    from clusterhte.stages import apply
+
+    try:
+        params = dict(_parse_param(t) for t in args.param)
+        method = args.method.lower()
+        if method not in methods.REGISTRY:
+            raise methods.MethodError(f"unknown method {args.method!r}; known: {', '.join(methods.REGISTRY)}")
+        want = "crt" if args.design == "crt" else "multisite"
+        if methods.REGISTRY[method].design != want:
+            raise methods.MethodError(f"method '{method}' is for {methods.REGISTRY[method].design} trials, "
+                                      f"not --design {args.design}; see `clusterhte methods`")
+        est = methods.make(method, params)  # checks hyperparameter names and types up front
+        trial = load_trial(args.data, args.design, outcome=args.outcome, treatment=args.treatment,
+                           cluster=args.cluster, individual_covariates=split_list(args.covariates),
+                           cluster_covariates=split_list(args.cluster_covariates),
+                           moderators=split_list(args.moderators), id_column=args.id)
+        out = args.out
+        if not str(out).endswith((".parquet", ".csv")):
+            raise ValueError(f"--out must end in .parquet or .csv, got {out!r}")
+    except (TrialDataError, methods.MethodError, ValueError, io.InputFileError) as e:
+        print(f"clusterhte fit: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"clusterhte fit: {est!r} on {trial.n} rows in {trial.cluster_codes.max() + 1} clusters "
+          f"({args.data})", file=sys.stderr, flush=True)
+    try:
+        fits = apply.fit(trial, method, params, args.seed, larger_is_better=not args.smaller_is_better,
+                         log=sys.stderr, threads=args.threads)
+    except RuntimeError as e:
+        print(f"clusterhte fit: error: {e}", file=sys.stderr)
+        return 1
+    if "id" in trial.frame.columns:
+        fits.insert(0, "id", trial.frame["id"].to_numpy())
+    prov = io.provenance(rule="clusterhte fit", inputs=[str(args.data)],
+                         config={"method": method, "hyperparameters": params, "design": args.design,
+                                 "roles": trial.roles()}, seed=args.seed)
+    if str(out).endswith(".csv"):
+        with io.atomic_path(out) as tmp:
+            fits.to_csv(tmp, index=False)
+    else:
+        io.write_parquet(fits, out, prov=prov)
+    ate = fits["ate"].iloc[0]
+    print(f"clusterhte fit: wrote {len(fits)} CATEs to {out}; ATE {ate:.4g} "
+          f"[{fits['ate_lower'].iloc[0]:.4g}, {fits['ate_upper'].iloc[0]:.4g}]", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="clusterhte",
@@ -61,6 +125,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("methods", help="table of estimators: design, intervals, library")
     s.set_defaults(func=_cmd_methods)
+    s = sub.add_parser(
+        "fit", help="fit one method on a trial file (CSV, TSV, Parquet or Stata) and write its CATEs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=("Example:\n  clusterhte fit --data tests/data/example_crt.csv --design crt --outcome y \\\n"
+                "      --treatment arm --cluster site --covariates age,female,score \\\n"
+                "      --cluster-covariates urban --method gpboost --out cates.parquet\n\n"
+                "Output columns: row, cluster, cate, lower, upper, decision, seconds, ate, ate_lower, "
+                "ate_upper\n(and id with --id). Hyperparameters default to config/methods.yaml's values; "
+                "override with\n--param name=value (repeatable)."))
+    s.add_argument("--data", required=True, help="the trial file (.csv, .tsv, .parquet, .dta); only read")
+    s.add_argument("--design", required=True, choices=["crt", "multisite"],
+                   help="crt: treatment assigned by cluster; multisite: individuals randomised within sites")
+    s.add_argument("--outcome", required=True, help="outcome column")
+    s.add_argument("--treatment", required=True, help="treatment column, coded 0/1")
+    s.add_argument("--cluster", required=True, help="cluster (site) column")
+    s.add_argument("--covariates", default="", help="individual-level covariates, comma-separated")
+    s.add_argument("--cluster-covariates", default="", help="cluster-level covariates, comma-separated")
+    s.add_argument("--moderators", default="", help="effect moderators (OTR methods), comma-separated")
+    s.add_argument("--id", default=None, help="optional row id column, copied to the output (must be unique)")
+    s.add_argument("--method", required=True, help="estimator name (see `clusterhte methods`)")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter override")
+    s.add_argument("--seed", type=int, default=20231, help="root seed (default: the workflow's, 20231)")
+    s.add_argument("--threads", type=int, default=1, help="threads for methods that can use them")
+    s.add_argument("--smaller-is-better", action="store_true",
+                   help="recommend treatment where the CATE is below 0 (e.g. a blood-pressure change)")
+    s.add_argument("--out", required=True, help="output file (.parquet with provenance, or .csv)")
+    s.set_defaults(func=_cmd_fit)
     s = sub.add_parser("audit", help="print the provenance chain of a workflow output and re-check input hashes",
                        epilog="Exit code 0: every input unchanged; 1: an input changed or is missing; 2: bad usage.")
     s.add_argument("file", help="a Parquet file written by the workflow")

@@ -56,7 +56,14 @@ def prov(snakemake, config=None, seed=None, extra=None) -> dict:
     return io.provenance(rule=snakemake.rule, inputs=inputs(snakemake), config=cfg, seed=seed, extra=extra)
 
 
-def single_thread() -> None:
-    """Model code runs single-threaded; Snakemake runs jobs in parallel."""
-    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(v, "1")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def limit_threads(threads: int = 1) -> None:
+    """Give BLAS/OpenMP/numba exactly the rule's ``threads`` (call before importing numpy).
+
+    Snakemake schedules jobs by their ``threads``; matching the libraries' thread pools to it is
+    what keeps parallel jobs from oversubscribing the cores.
+    """
+    for v in THREAD_VARIABLES:
+        os.environ[v] = str(max(1, int(threads)))

@@ -1,13 +1,32 @@
 # Stage: simulate. One job per cell x chunk of replicates.
 
-rule otr_simulate:
-    output:
-        "results/sim/otr/{cell}/chunk{k}.parquet",
-    params:
-        replicates=OTR["replicates"],
-        reps_per_chunk=RPC,
-        seed=SEED,
-    log:
-        "results/logs/otr_simulate/{cell}/chunk{k}.log",
-    script:
-        "../../scripts/otr_simulate.py"
+if "otr" in config:
+
+    rule otr_simulate:
+        output:
+            "results/sim/otr/{cell}/chunk{k}.parquet",
+        params:
+            replicates=OTR["replicates"],
+            reps_per_chunk=RPC,
+            seed=SEED,
+        log:
+            "results/logs/otr_simulate/{cell}/chunk{k}.log",
+        script:
+            "../../scripts/otr_simulate.py"
+
+
+if "crt" in config:
+
+    rule crt_simulate:
+        output:
+            "results/sim/crt/{cell}/chunk{k}.parquet",
+        params:
+            replicates=CRT["replicates"],
+            reps_per_chunk=CRT_RPC,
+            seed=SEED,
+            n_test_clusters=CRT.get("n_test_clusters", 50),
+            test_cluster_size=CRT.get("test_cluster_size", 20),
+        log:
+            "results/logs/crt_simulate/{cell}/chunk{k}.log",
+        script:
+            "../../scripts/crt_simulate.py"

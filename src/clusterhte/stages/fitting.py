@@ -24,8 +24,14 @@ FIT_COLUMNS = ["rep", "split", "row", "cate", "lower", "upper", "decision", "sec
 
 def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialData]]], *, study: str,
                    cell: str, method: str, params: dict, root_seed: int,
-                   larger_is_better: bool = True, log=sys.stderr, total: int | None = None) -> pd.DataFrame:
-    """Fit ``method`` on each (rep, train, {split: prediction table}) and stack the predictions."""
+                   larger_is_better: bool = True, log=sys.stderr, total: int | None = None,
+                   threads: int = 1) -> pd.DataFrame:
+    """Fit ``method`` on each (rep, train, {split: prediction table}) and stack the predictions.
+
+    ``threads`` (the rule's core count) is passed to estimators that take ``n_threads``; it is not
+    a hyperparameter, so it does not enter the provenance or trigger reruns.
+    """
+    params = with_threads(method, params, threads)
     parts = []
     for i, (rep, train, preds) in enumerate(replicates):
         seed = seeds.int_seed(root_seed, study, cell, int(rep), method)
@@ -66,6 +72,14 @@ def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialDat
     out["rep"] = out["rep"].astype("int64")
     out["row"] = out["row"].astype("int64")
     return out
+
+
+def with_threads(method: str, params: dict, threads: int) -> dict:
+    """``params`` plus ``n_threads=threads`` when the estimator takes a thread count."""
+    params = dict(params)
+    if "n_threads" in methods.get(method).param_names():
+        params.setdefault("n_threads", max(1, int(threads)))
+    return params
 
 
 def chunk_reps(replicates: int, reps_per_chunk: int, k: int) -> range:

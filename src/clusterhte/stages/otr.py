@@ -16,11 +16,12 @@ def simulate(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int)
     return otr_designs.simulate_chunk(design, J, n, chunk_reps(replicates, reps_per_chunk, k), seed)
 
 
-def fit(sim: pd.DataFrame, cell: str, method: str, params: dict, seed: int, log=sys.stderr) -> pd.DataFrame:
+def fit(sim: pd.DataFrame, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
+        threads: int = 1) -> pd.DataFrame:
     reps = [(rep, otr_designs.trial_from_replicate(g, "train"),
              {"test": otr_designs.trial_from_replicate(g, "test")}) for rep, g in iter_by_rep(sim)]
     return fit_replicates(reps, study="otr", cell=cell, method=method, params=params, root_seed=seed,
-                          log=log, total=len(reps))
+                          log=log, total=len(reps), threads=threads)
 
 
 def evaluate(sim: pd.DataFrame, fits: dict[str, pd.DataFrame], rank: str = "spearman") -> pd.DataFrame:

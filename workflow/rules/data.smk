@@ -1,0 +1,77 @@
+# Stage: data. Raw files -> verified copies -> cleaned analysis tables results/data/{dataset}.parquet
+# (TrialData with roles in the metadata) and CONSORT-style exclusion tables.
+
+if "tassh" in config:
+
+    rule tassh_fetch:
+        # The only rule allowed to use the network: copies the file from the shared folder when it
+        # is there, else downloads it from the pinned URL; the sha256 is verified in every case.
+        output:
+            "data/raw/tassh/bp_ghana.rda",
+        params:
+            local_copies=[str(SHARED / "data" / "tassh" / "bp_ghana.rda")],
+        log:
+            "results/logs/tassh_fetch.log",
+        script:
+            "../../scripts/tassh_fetch.py"
+
+    rule tassh_clean:
+        input:
+            "data/raw/tassh/bp_ghana.rda",
+        output:
+            data="results/data/tassh.parquet",
+            exclusions="results/tables/tassh_exclusions.parquet",
+            exclusions_csv="results/tables/tassh_exclusions.csv",
+        log:
+            "results/logs/tassh_clean.log",
+        script:
+            "../../scripts/tassh_clean.py"
+
+
+if "cct" in config:
+
+    if CCT_NAME == "cct_synthetic":
+
+        rule cct_synthetic:
+            # Stand-in for the restricted trial file: same codebook columns, made-up values.
+            output:
+                "results/data/raw/cct_synthetic.dta",
+            params:
+                seed=CCT.get("synthetic_seed", SEED),
+            log:
+                "results/logs/cct_synthetic.log",
+            script:
+                "../../scripts/cct_synthetic.py"
+
+    rule cct_clean:
+        input:
+            str(CCT_REAL) if CCT_NAME == "cct" else "results/data/raw/cct_synthetic.dta",
+        output:
+            data=f"results/data/{CCT_NAME}.parquet",
+            exclusions=f"results/tables/{CCT_NAME}_exclusions.parquet",
+            exclusions_csv=f"results/tables/{CCT_NAME}_exclusions.csv",
+        params:
+            name=CCT_NAME,
+            reference_row_order=CCT.get("reference_row_order", False),
+        log:
+            f"results/logs/{CCT_NAME}_clean.log",
+        script:
+            "../../scripts/cct_clean.py"
+
+
+if TRIALS:
+
+    rule trial_clean:
+        # A user's trial from the sheet: read, validate, write the analysis table.
+        input:
+            lambda w: TRIALS[w.dataset]["path"],
+        output:
+            "results/data/{dataset}.parquet",
+        params:
+            row=lambda w: {k: v for k, v in TRIALS[w.dataset].items() if k not in ("methods", "method_overrides")},
+        wildcard_constraints:
+            dataset="|".join(TRIALS),
+        log:
+            "results/logs/trial_clean/{dataset}.log",
+        script:
+            "../../scripts/trial_clean.py"
