@@ -80,7 +80,8 @@ if "crt" in config:
 DATASETS = {}
 if "tassh" in config:
     TASSH = config["tassh"]
-    DATASETS["tassh"] = dict(TASSH, kind="crt", larger_is_better=False)
+    DATASETS["tassh"] = dict(TASSH, kind="crt", larger_is_better=False,
+                             outcome_label="change in SBP (mm Hg)")
     TARGETS += ["results/reports/tassh.html"]
 if "cct" in config:
     CCT = config["cct"]
@@ -92,6 +93,12 @@ for _name, _row in TRIALS.items():
     DATASETS[_name] = dict(_row, kind="trial")
     TARGETS += [f"results/reports/{_name}.html"]
 DATASET_NAMES = list(DATASETS) or ["none"]
+DATASET_FIGURES = ["cate_distribution", "subgroup_forest", "cluster_caterpillar", "agreement"]
+CCT_FIGURES = ["recommended_shares", "congruence", "recommended_by_income", "benefit_by_grade",
+               "treated_shares"]
+REPORT_NOTEBOOK = {"crt": "notebooks/tassh.ipynb", "otr": "notebooks/cct.ipynb", "trial": "notebooks/trial.ipynb"}
+if DATASETS:
+    from clusterhte.stages.apply import SUMMARY_TABLES
 
 
 wildcard_constraints:

@@ -60,7 +60,7 @@ def test_determinism(reference, tmp_path):
 
 def test_kill_and_resume(reference, tmp_path):
     wd = workdir(tmp_path, CFG)
-    proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", "--configfile", "run.yaml", TARGET], cwd=wd,
+    proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", "--configfile=run.yaml", TARGET], cwd=wd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     fits = wd / "results" / "fits"
     deadline = time.time() + 300
@@ -77,7 +77,7 @@ def test_kill_and_resume(reference, tmp_path):
     for k, p in parquet_files(wd).items():  # (a) every finished-looking file is a whole Parquet file
         pq.read_table(p)
     assert not (wd / TARGET).exists()
-    subprocess.run([SNAKEMAKE, "--unlock", "--configfile", "run.yaml"], cwd=wd, capture_output=True)
+    subprocess.run([SNAKEMAKE, "--unlock", "--configfile=run.yaml"], cwd=wd, capture_output=True)
     r = snakemake(wd, TARGET, "--rerun-incomplete")
     assert r.returncode == 0, r.stderr[-3000:]
     after = parquet_files(wd)

@@ -30,7 +30,7 @@ JOBID = re.compile(r"SLURM jobid (\d+)")
 
 
 def slurm_run(wd, env, *extra, background=False):
-    cmd = [SNAKEMAKE, "--profile", str(ROOT / "config/profiles/slurm"), "--configfile", "run.yaml",
+    cmd = [SNAKEMAKE, "--profile", str(ROOT / "config/profiles/slurm"), "--configfile=run.yaml",
            "--slurm-status-command", "squeue", "--seconds-between-status-checks", "2",
            "--group-components", "otr_fit=2", "--retries", "0", "--jobs", "4", *extra, TARGET]
     if background:
@@ -72,12 +72,12 @@ def test_quick_study_on_slurm(tmp_path):
         assert p.returncode != 0, "the cancelled job should have failed the first run"
 
         # what is left to do, then the rerun submits exactly that
-        dry = subprocess.run([SNAKEMAKE, "-n", "--configfile", "run.yaml", "--rerun-incomplete",
+        dry = subprocess.run([SNAKEMAKE, "-n", "--configfile=run.yaml", "--rerun-incomplete",
                               "--group-components", "otr_fit=2", TARGET], cwd=wd, env=cluster.env,
                              capture_output=True, text=True)
         left = planned_jobs(dry.stdout)
         assert left, dry.stdout
-        total = subprocess.run([SNAKEMAKE, "-n", "--configfile", "run.yaml", "--forceall", TARGET], cwd=wd,
+        total = subprocess.run([SNAKEMAKE, "-n", "--configfile=run.yaml", "--forceall", TARGET], cwd=wd,
                                capture_output=True, text=True)
         assert sum(left.values()) < sum(planned_jobs(total.stdout).values())
         r2 = slurm_run(wd, cluster.env)

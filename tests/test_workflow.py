@@ -80,3 +80,16 @@ def test_audit_chain_and_changed_input(finished):
         assert "CHANGED: results/sim/otr/d1_J6_n12/chunk0.parquet" in r.stderr
     finally:
         shutil.copy(backup, sim)
+
+
+def test_snakemake_report_shows_every_figure(finished):
+    r = snakemake(finished)  # the remaining figures of rule all
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = snakemake(finished, "--report", "results/report.html")
+    assert r.returncode == 0, r.stderr[-3000:]
+    html = (finished / "results/report.html").read_text()
+    figures = sorted(p.name for p in (finished / "results/figures/otr").glob("*.png"))
+    assert len(figures) == 6  # accuracy, metrics and congruence for designs d1 and d2
+    for name in figures:
+        assert name in html, name
+    assert "Multisite OTR simulation" in html

@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-COPY = ["Snakefile", "workflow", "scripts", "config", "notebooks"]
+COPY = ["Snakefile", "workflow", "scripts", "config", "notebooks", "tests/data"]
 
 
 def workdir(tmp: Path, config: dict | None = None, methods: dict | None = None) -> Path:
@@ -19,7 +19,7 @@ def workdir(tmp: Path, config: dict | None = None, methods: dict | None = None) 
     for name in COPY:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, tmp / name)
+            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy(src, tmp / name)
     if config is not None:
@@ -32,7 +32,7 @@ def workdir(tmp: Path, config: dict | None = None, methods: dict | None = None) 
 def snakemake(wd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "--cores", "2"]
     if (wd / "run.yaml").exists():
-        cmd += ["--configfile", "run.yaml"]
+        cmd += ["--configfile=run.yaml"]
     return subprocess.run(cmd + list(args), cwd=wd, capture_output=True, text=True, timeout=timeout)
 
 

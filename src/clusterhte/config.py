@@ -62,7 +62,7 @@ def method_params(method_cfg: dict, study_cfg: dict, name: str) -> dict:
     """Hyperparameters of ``name``: methods.yaml entry updated by the study's overrides."""
     params = dict(method_cfg.get(name) or {})
     params.update((study_cfg.get("method_overrides") or {}).get(name) or {})
-    return params
+    return dict(sorted(params.items()))  # key order must not trigger reruns (Snakemake compares params)
 
 
 # which registry study ("otr" or "crt") a config section draws its methods from

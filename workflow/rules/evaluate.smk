@@ -64,3 +64,25 @@ if "crt" in config:
             "results/logs/crt_aggregate.log",
         script:
             "../../scripts/crt_aggregate.py"
+
+
+if DATASETS:
+
+    rule dataset_summaries:
+        # ATE, CATE distribution, cluster averages, subgroups, best linear projection, share with
+        # benefit, agreement between methods and with the reference method, for one trial.
+        input:
+            data="results/data/{dataset}.parquet",
+            fits=lambda w: expand("results/fits/{{dataset}}/{method}.parquet",
+                                  method=DATASETS[w.dataset]["methods"]),
+        output:
+            expand("results/tables/{{dataset}}/{table}.parquet", table=SUMMARY_TABLES),
+        params:
+            methods=lambda w: DATASETS[w.dataset]["methods"],
+            larger_is_better=lambda w: DATASETS[w.dataset].get("larger_is_better", True),
+            reference=lambda w: DATASETS[w.dataset].get("reference_method", "lmm"),
+            tables=SUMMARY_TABLES,
+        log:
+            "results/logs/summaries/{dataset}.log",
+        script:
+            "../../scripts/dataset_summaries.py"

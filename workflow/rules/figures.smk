@@ -52,3 +52,44 @@ if "crt" in config:
             "results/logs/crt_figures.log",
         script:
             "../../scripts/crt_figures.py"
+
+
+if DATASETS:
+
+    rule dataset_figures:
+        # CATE distribution per method, subgroup forest plot, cluster-average caterpillar plot and
+        # method-agreement heatmap of one analysed trial.
+        input:
+            cates="results/tables/{dataset}/cates.parquet",
+            subgroups="results/tables/{dataset}/subgroups.parquet",
+            clusters="results/tables/{dataset}/clusters.parquet",
+            agreement="results/tables/{dataset}/agreement.parquet",
+        output:
+            expand("results/figures/{{dataset}}/{figure}.{ext}", figure=DATASET_FIGURES, ext=["png", "pdf"]),
+        params:
+            larger_is_better=lambda w: DATASETS[w.dataset].get("larger_is_better", True),
+            outcome=lambda w: DATASETS[w.dataset].get("outcome_label", DATASETS[w.dataset].get("outcome", "the outcome")),
+            synthetic=lambda w: w.dataset.endswith("_synthetic"),
+            figures=DATASET_FIGURES,
+        log:
+            "results/logs/figures/{dataset}.log",
+        script:
+            "../../scripts/dataset_figures.py"
+
+
+if "cct" in config:
+
+    rule cct_figures:
+        # Paper Section 6: Figures 6-9 and the school-level treated shares.
+        input:
+            data=f"results/data/{CCT_NAME}.parquet",
+            cates=f"results/tables/{CCT_NAME}/cates.parquet",
+        output:
+            expand(f"results/figures/{CCT_NAME}/{{figure}}.{{ext}}", figure=CCT_FIGURES, ext=["png", "pdf"]),
+        params:
+            synthetic=CCT_NAME.endswith("_synthetic"),
+            figures=CCT_FIGURES,
+        log:
+            f"results/logs/figures/{CCT_NAME}_paper.log",
+        script:
+            "../../scripts/cct_figures.py"

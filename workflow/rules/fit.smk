@@ -11,6 +11,7 @@ if "otr" in config:
         params:
             hyper=lambda w: method_params("otr", w.method),
             seed=SEED,
+            study="otr",
         threads: lambda w: method_threads("otr", w.method)
         resources:
             mem_mb=lambda w: method_resource("otr", w.method, "mem_mb", 2000),
@@ -19,7 +20,7 @@ if "otr" in config:
         log:
             "results/logs/otr_fit/{method}/{cell}/chunk{k}.log",
         script:
-            "../../scripts/otr_fit.py"
+            "../../scripts/sim_fit.py"
 
 
 if "crt" in config:
@@ -32,6 +33,7 @@ if "crt" in config:
         params:
             hyper=lambda w: method_params("crt", w.method),
             seed=SEED,
+            study="crt",
         threads: lambda w: method_threads("crt", w.method)
         resources:
             mem_mb=lambda w: method_resource("crt", w.method, "mem_mb", 4000),
@@ -40,7 +42,7 @@ if "crt" in config:
         log:
             "results/logs/crt_fit/{method}/{cell}/chunk{k}.log",
         script:
-            "../../scripts/crt_fit.py"
+            "../../scripts/sim_fit.py"
 
 
 if DATASETS:

@@ -63,9 +63,12 @@ class CateResult:
     def ate(self, level: float = 0.95) -> tuple[float, float, float]:
         """Average of the CATEs over the prediction rows, with a ``level`` interval.
 
-        From draws when present (the per-draw row average, equal-tailed quantiles); else from
-        ``info["ate_interval"]`` when the method computed one (e.g. a Wald interval); else NaN.
+        From ``info["ate_interval"]`` when the method computed one (Wald, half-sampling, normal
+        bootstrap); else from draws (the per-draw row average, equal-tailed quantiles); else NaN.
         """
+        if "ate_interval" in self.info:
+            lo, hi = self.info["ate_interval"]
+            return float(self.point.mean()), float(lo), float(hi)
         if self.draws is not None:
             d = self.draws.mean(axis=0)
             a = (1 - level) / 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pandas as pd
 
 from clusterhte.data.trial import TrialData
@@ -25,7 +26,7 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
     if out["failed"].any():
         raise RuntimeError(f"method '{method}' failed on {trial.name or 'the trial'}: {out['error'].iloc[0]}")
     out = out.drop(columns=["rep", "split", "failed", "error"])
-    out.insert(1, "cluster", trial.cluster.to_numpy())
+    out.insert(1, "cluster", np.asarray(trial.cluster))
     return out
 
 
@@ -33,3 +34,71 @@ def stack(fits: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Long table of every method's CATEs: method, row, cluster, cate, lower, upper, decision, ..."""
     return pd.concat([f.assign(method=m) for m, f in fits.items()], ignore_index=True)[
         ["method"] + [c for c in next(iter(fits.values())).columns]]
+
+
+def default_subgroups(trial: TrialData, max_columns: int = 6):
+    """Subgroups for a trial without its own definitions: each moderator (else covariate), binary
+    ones by level, continuous ones split at the median; at most ``max_columns`` columns."""
+    cols = list(trial.moderators or trial.covariates)[:max_columns]
+
+    def masks(frame: pd.DataFrame) -> dict:
+        out = {}
+        for c in cols:
+            v = frame[c].to_numpy(dtype=float)
+            levels = np.unique(v)
+            if levels.size <= 2:
+                for lv in levels:
+                    out[(c, f"{c} = {lv:g}")] = v == lv
+            else:
+                med = float(np.median(v))
+                out[(c, f"{c} >= {med:.3g}")] = v >= med
+                out[(c, f"{c} < {med:.3g}")] = v < med
+        return out
+
+    return masks
+
+
+def summarise(trial: TrialData, fits: dict[str, pd.DataFrame], *, larger_is_better: bool = True,
+              subgroups=None, reference: str | None = "lmm") -> dict[str, pd.DataFrame]:
+    """Every summary table of one analysed trial (names are the table names of the workflow).
+
+    ``cates`` the stacked CATEs; ``ate`` ATE with interval per method; ``quantiles`` the CATE
+    distribution; ``clusters`` cluster-average CATEs; ``subgroups`` subgroup-average CATEs plus the
+    model-free difference in means; ``blp`` the best linear projection on the covariates;
+    ``benefit`` the share recommended; ``agreement`` between methods; ``reference`` each method
+    against ``reference`` (empty when that method was not fitted).
+    """
+    from clusterhte.evaluate import summaries as S
+
+    fits_long = stack(fits)
+    groups = subgroups or default_subgroups(trial)
+    frame = trial.frame
+    sub = S.subgroup_table(fits_long, frame, groups, larger_is_better=larger_is_better)
+    dim = S.subgroup_difference_in_means(frame, groups)
+    out = {
+        "cates": fits_long,
+        "ate": S.ate_table(fits_long),
+        "quantiles": S.cate_quantiles(fits_long),
+        "clusters": S.cluster_average(fits_long),
+        "subgroups": pd.concat([sub, dim], ignore_index=True),
+        "blp": S.best_linear_projection(fits_long, frame, list(trial.covariates)),
+        "benefit": S.share_benefit(fits_long, larger_is_better=larger_is_better),
+        "agreement": S.agreement_matrix(fits_long, larger_is_better=larger_is_better),
+    }
+    if reference and reference in fits:
+        out["reference"] = S.compare_to_reference(fits_long, reference, larger_is_better=larger_is_better)
+    else:
+        out["reference"] = pd.DataFrame({"method": pd.Series(dtype=str), "reference": pd.Series(dtype=str)})
+    return out
+
+
+SUMMARY_TABLES = ["cates", "ate", "quantiles", "clusters", "subgroups", "blp", "benefit", "agreement",
+                  "reference"]
+
+
+def subgroups_for(dataset: str):
+    """The subgroup definitions of a named trial (TASSH: spec section 5.3), else None = default."""
+    if dataset == "tassh":
+        from clusterhte.data.tassh import subgroup_masks
+        return subgroup_masks
+    return None

@@ -6,7 +6,6 @@ can be run (and tested) without Snakemake.
 
 from __future__ import annotations
 
-import itertools
 import sys
 
 import pandas as pd
@@ -17,12 +16,18 @@ from clusterhte.stages.fitting import chunk_reps, fit_replicates, iter_by_rep
 
 
 def cells(cfg: dict) -> list[str]:
-    """Names of the design cells of the ``crt`` config section (the product of its factor lists)."""
-    out = []
-    for M, size, icc, f0, tau in itertools.product(cfg["clusters"], cfg["cluster_sizes"], cfg["iccs"],
-                                                   cfg["f0"], cfg["tau"]):
-        out.append(crt_designs.CrtCell(M=int(M), size=size, icc=float(icc), f0=f0, tau=tau).name)
-    return out
+    """Names of the design cells of the ``crt`` config section.
+
+    The product of the factor lists, plus (``size_sensitivity: true``) the fixed-size-20 copies of
+    the linear-f0 cells: the 36-cell design of spec section 4.1 with the paper's lists.
+    """
+    main = crt_designs.grid(M=[int(m) for m in cfg["clusters"]], size=cfg["cluster_sizes"],
+                            icc=[float(i) for i in cfg["iccs"]], f0=cfg["f0"], tau=cfg["tau"])
+    extra = []
+    if cfg.get("size_sensitivity", False):
+        extra = [crt_designs.CrtCell(M=c.M, size=crt_designs.SENSITIVITY_SIZE, icc=c.icc, f0=c.f0, tau=c.tau)
+                 for c in main if c.f0 == "lin"]
+    return list(dict.fromkeys(c.name for c in main + extra))
 
 
 def simulate(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int,

@@ -1,0 +1,368 @@
+"""glmnet's weighted gaussian lasso without intercept, and its cross-validation (`cv.glmnet`).
+
+This is the numerical core of the weighting estimators (W-*, WS-*, paper Suk & Park 2023,
+Section 4), which call ``personalized::fit.subgroup(loss = "sq_loss_lasso")`` and through it
+``cv.glmnet(x, y, weights, family = "gaussian", intercept = FALSE, penalty.factor, foldid)``.
+It follows glmnet 4.1 (Fortran ``standard`` + ``elnet1``, the "covariance" algorithm, and the R
+wrappers ``glmnet``/``cv.glmnet``/``getOptcv.glmnet``):
+
+* objective, on the original scale, with weights ``w`` normalised to sum 1::
+
+      1/2 * sum_i w_i (y_i - offset_i - x_i' beta)^2 + lambda * sum_j vp_j * s_j * |beta_j|
+
+  where ``vp`` are the penalty factors rescaled to sum to ``p`` (entries <= 0 become 0:
+  unpenalised) and ``s_j`` is column j's weighted standard deviation (computed around the
+  weighted mean) when ``standardize=True``, else 1;
+* with ``intercept=FALSE`` columns are scaled by ``s_j`` but NOT centred; y is scaled by its
+  weighted SD (again not centred) -- this only changes the scale of lambda and of the
+  convergence threshold, and lambdas are reported on the original y scale as glmnet does;
+* the lambda sequence: ``lambda_max`` is the largest ``|gradient_j| / vp_j`` over penalised
+  columns after the unpenalised columns have been fitted (glmnet's ``alm = big`` first step), then
+  ``nlambda`` values log-spaced down to ``lambda_max * lambda_min_ratio`` (ratio 1e-4, or 0.01 when
+  n < p). As in glmnet, a path computed from its own sequence stops early (after at least 5
+  lambdas) when the deviance ratio changes by less than ``fdev = 1e-5`` relatively or exceeds
+  ``devmax = 0.999``; a user-supplied sequence is never truncated;
+* coordinate descent with covariance updates and warm starts along the path; converged when
+  ``max_j xv_j * delta_j^2 < tol`` on the standardised scale (glmnet ``thresh``, default 1e-7);
+* columns that are constant have coefficient 0 (glmnet excludes them).
+
+Differences from glmnet: everything is computed in p-space from the weighted cross-product
+moments (``X'WX``, ``X'Wy``, per fold by subtraction from the total), which gives the same
+minimiser; coordinate descent sweeps all columns rather than glmnet's active set (same fixed
+point); all penalty factors zero is allowed here (glmnet stops with an error) and gives weighted
+least squares at every lambda; the constant-column check is on the weighted variance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from clusterhte.methods.base import MethodError
+
+FDEV = 1e-5      # glmnet.control()$fdev
+DEVMAX = 0.999   # glmnet.control()$devmax
+MNLAM = 5        # glmnet.control()$mnlam
+
+
+# --------------------------------------------------------------------------------------------
+# coordinate-descent kernel (p-space, covariance updates)
+# --------------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no cover - numba
+    """Lasso path on the standardised scale.
+
+    Minimises 1/2 b'Gb - c'b + lam * sum_j vp_j |b_j| for each lam in ``lams`` (warm starts);
+    ``lams[m] = inf`` fits only the unpenalised columns. Returns (B, n_fitted, rsq, n_passes);
+    n_passes < 0 signals that ``max_iter`` passes were exceeded.
+    """
+    p = G.shape[0]
+    nlam = lams.shape[0]
+    B = np.zeros((nlam, p))
+    rsq_out = np.zeros(nlam)
+    b = np.zeros(p)
+    g = c.copy()
+    rsq0 = 0.0
+    npass = 0
+    mnl = min(5, nlam)
+    nfit = nlam
+    for m in range(nlam):
+        lam = lams[m]
+        while True:
+            dlx = 0.0
+            for j in range(p):
+                if ju[j] == 0:
+                    continue
+                bj = b[j]
+                u = g[j] + xv[j] * bj
+                if vp[j] <= 0.0:
+                    nb = u / xv[j]
+                else:
+                    thr = lam * vp[j]
+                    if u > thr:
+                        nb = (u - thr) / xv[j]
+                    elif u < -thr:
+                        nb = (u + thr) / xv[j]
+                    else:
+                        nb = 0.0
+                d = nb - bj
+                if d != 0.0:
+                    b[j] = nb
+                    for k in range(p):
+                        g[k] -= G[k, j] * d
+                    dd = xv[j] * d * d
+                    if dd > dlx:
+                        dlx = dd
+            npass += 1
+            if dlx < tol:
+                break
+            if npass > max_iter:
+                return B, m, rsq_out, -npass
+        rsq = 0.0
+        for j in range(p):
+            rsq += b[j] * (c[j] + g[j])  # 2c'b - b'Gb, with g = c - Gb
+            B[m, j] = b[j]
+        rsq_out[m] = rsq
+        if early_stop and m + 1 >= mnl:
+            if rsq - rsq0 < 1e-5 * rsq or rsq > 0.999:
+                nfit = m + 1
+                break
+        rsq0 = rsq
+    return B, nfit, rsq_out, npass
+
+
+# --------------------------------------------------------------------------------------------
+# moments and standardisation
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Moments:
+    """Weighted cross-product sums of one data set (weights not normalised)."""
+
+    n: int
+    W: float
+    Sx: np.ndarray    # X'w
+    Sxx: np.ndarray   # X'WX
+    Sy: float         # w'y
+    Syy: float        # y'Wy
+    Sxy: np.ndarray   # X'Wy
+
+    @classmethod
+    def of(cls, X, y, w) -> "_Moments":
+        return cls.of_augmented(np.column_stack([X, y]), w)
+
+    @classmethod
+    def of_augmented(cls, A, w) -> "_Moments":
+        """Moments from A = [X, y] (one cross-product for X'WX, X'Wy and y'Wy)."""
+        Aw = A * w[:, None]
+        M = A.T @ Aw
+        s = Aw.sum(axis=0)
+        p = A.shape[1] - 1
+        return cls(A.shape[0], float(w.sum()), s[:p], M[:p, :p], float(s[p]), float(M[p, p]),
+                   M[:p, p].copy())
+
+    def __add__(self, o: "_Moments") -> "_Moments":
+        return _Moments(self.n + o.n, self.W + o.W, self.Sx + o.Sx, self.Sxx + o.Sxx,
+                        self.Sy + o.Sy, self.Syy + o.Syy, self.Sxy + o.Sxy)
+
+    def __sub__(self, o: "_Moments") -> "_Moments":
+        return _Moments(self.n - o.n, self.W - o.W, self.Sx - o.Sx, self.Sxx - o.Sxx,
+                        self.Sy - o.Sy, self.Syy - o.Syy, self.Sxy - o.Sxy)
+
+
+@dataclass
+class _Standardised:
+    G: np.ndarray
+    c: np.ndarray
+    xv: np.ndarray
+    xs: np.ndarray
+    ys: float
+    ju: np.ndarray
+
+
+def _standardise(mom: _Moments, standardize: bool) -> _Standardised:
+    """glmnet ``standard`` for intercept = FALSE, from the weighted moments."""
+    W = mom.W
+    mx = mom.Sx / W
+    Exx = mom.Sxx / W
+    Exy = mom.Sxy / W
+    my = mom.Sy / W
+    vy = mom.Syy / W - my * my
+    d = np.diag(Exx).copy()
+    var = d - mx * mx
+    ju = (var > 1e-13 * np.maximum(d, 1e-300)).astype(np.int64)
+    if vy <= 0:
+        raise MethodError("lasso: the response (minus offset) is constant; nothing to fit")
+    ys = float(np.sqrt(vy))
+    xs = np.where(ju == 1, np.sqrt(np.where(ju == 1, var, 1.0)), 1.0) if standardize else np.ones_like(d)
+    G = Exx / np.outer(xs, xs)
+    c = Exy / (xs * ys)
+    xv = np.diag(G).copy()
+    xv[ju == 0] = 1.0
+    return _Standardised(np.ascontiguousarray(G), c, xv, xs, ys, ju)
+
+
+def _rescale_penalty(penalty_factor, p: int) -> np.ndarray:
+    pf = np.ones(p) if penalty_factor is None else np.asarray(penalty_factor, dtype=float).ravel()
+    if pf.shape[0] != p:
+        raise MethodError(f"lasso: penalty_factor has length {pf.shape[0]}, the design has {p} columns")
+    if not np.all(np.isfinite(pf)):
+        raise MethodError("lasso: penalty_factor has non-finite entries")
+    vp = np.maximum(pf, 0.0)
+    s = vp.sum()
+    return vp * (p / s) if s > 0 else vp
+
+
+def _check_xyw(X, y, weights, offset):
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2:
+        raise MethodError(f"lasso: X must be 2-dimensional, got shape {X.shape}")
+    n = X.shape[0]
+    y = np.asarray(y, dtype=float).ravel()
+    if y.shape[0] != n:
+        raise MethodError(f"lasso: y has {y.shape[0]} rows, X has {n}")
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w.shape[0] != n:
+        raise MethodError(f"lasso: weights have {w.shape[0]} rows, X has {n}")
+    if np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise MethodError("lasso: weights must be finite, non-negative and not all zero")
+    if offset is not None:
+        off = np.asarray(offset, dtype=float).ravel()
+        if off.shape[0] != n:
+            raise MethodError(f"lasso: offset has {off.shape[0]} rows, X has {n}")
+        y = y - off
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
+        raise MethodError("lasso: X, y and offset must be finite")
+    return np.ascontiguousarray(X), y, w
+
+
+def _path(st: _Standardised, vp: np.ndarray, n: int, lambdas, nlambda: int, lambda_min_ratio,
+          tol: float, max_iter: int):
+    """(lambdas on the original scale, coefficients on the original scale (nlam, p))."""
+    p = st.G.shape[0]
+    penalised = (vp > 0) & (st.ju == 1)
+    if lambdas is not None:
+        lam = np.asarray(lambdas, dtype=float).ravel()
+        if lam.size == 0 or np.any(lam < 0) or not np.all(np.isfinite(lam)):
+            raise MethodError("lasso: lambdas must be non-negative finite numbers")
+        lam_std = lam / st.ys
+        early = False
+    elif not penalised.any():
+        lam = np.zeros(1)
+        lam_std = lam
+        early = False
+    else:
+        if nlambda < 1:
+            raise MethodError(f"lasso: nlambda must be >= 1, got {nlambda}")
+        ratio = (0.01 if n < p else 1e-4) if lambda_min_ratio is None else float(lambda_min_ratio)
+        if not 0 < ratio < 1:
+            raise MethodError(f"lasso: lambda_min_ratio must be in (0, 1), got {ratio}")
+        B0, _, _, _ = _cd_path(st.G, st.c, st.xv, vp, st.ju, np.array([np.inf]), tol, max_iter, False)
+        g = st.c - st.G @ B0[0]
+        lmax = float(np.max(np.abs(g[penalised]) / vp[penalised]))
+        if nlambda == 1:
+            seq = np.array([lmax])
+        else:
+            seq = lmax * ratio ** (np.arange(nlambda) / (nlambda - 1))
+        lam_std = seq.copy()
+        lam_std[0] = np.inf  # glmnet: first step with alm = big
+        lam = seq * st.ys
+        early = True
+    if not penalised.any():
+        # no penalty at all: weighted least squares at every lambda, solved directly
+        on = st.ju == 1
+        b = np.zeros(p)
+        b[on] = np.linalg.lstsq(st.G[np.ix_(on, on)], st.c[on], rcond=None)[0]
+        return lam.copy(), np.tile(b * st.ys / st.xs, (lam.size, 1))
+    B, nfit, _, npass = _cd_path(st.G, st.c, st.xv, vp, st.ju, lam_std, tol, max_iter, early)
+    if npass < 0:
+        raise MethodError(f"lasso: coordinate descent did not converge within max_iter={max_iter} "
+                          f"passes (at lambda #{nfit + 1})")
+    B = B[:nfit] * (st.ys / st.xs)[None, :]
+    return lam[:nfit].copy(), B
+
+
+def lasso_path(X, y, weights=None, penalty_factor=None, lambdas=None, nlambda: int = 100,
+               lambda_min_ratio: float | None = None, offset=None, standardize: bool = True,
+               tol: float = 1e-7, max_iter: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """glmnet gaussian lasso path, weighted, no intercept.
+
+    Returns ``(lambdas, coefs)`` with ``coefs`` of shape (n_lambda, p) on the original scale.
+    ``offset`` is subtracted from ``y``. See the module docstring for the exact conventions.
+    """
+    X, y, w = _check_xyw(X, y, weights, offset)
+    vp = _rescale_penalty(penalty_factor, X.shape[1])
+    st = _standardise(_Moments.of(X, y, w), standardize)
+    return _path(st, vp, X.shape[0], lambdas, nlambda, lambda_min_ratio, tol, max_iter)
+
+
+def select_lambda_min(lambdas: np.ndarray, cvm: np.ndarray) -> int:
+    """Index of glmnet's ``lambda.min``: the LARGEST lambda whose CV error equals the minimum."""
+    cvm = np.asarray(cvm, dtype=float)
+    lambdas = np.asarray(lambdas, dtype=float)
+    ok = np.isfinite(cvm)
+    if not ok.any():
+        raise MethodError("lasso: no finite cross-validation error")
+    at_min = ok & (cvm <= np.min(cvm[ok]))
+    idx = np.flatnonzero(at_min)
+    return int(idx[np.argmax(lambdas[idx])])
+
+
+@dataclass
+class CVLasso:
+    """Result of :func:`cv_lasso` (the parts of a ``cv.glmnet`` object that are used).
+
+    lambdas : the full-data lambda sequence; cvm, cvsd : weighted CV mean squared error per lambda
+    and its standard error (glmnet's grouped formulas); index_min, lambda_min : ``lambda.min``;
+    coefs : full-data path (n_lambda, p); coef_min : coefficients at ``lambda_min``;
+    foldid : the fold labels used; penalty_factor : the penalty factors after glmnet's rescaling.
+    """
+
+    lambdas: np.ndarray
+    cvm: np.ndarray
+    cvsd: np.ndarray
+    index_min: int
+    lambda_min: float
+    coefs: np.ndarray
+    coef_min: np.ndarray
+    foldid: np.ndarray
+    penalty_factor: np.ndarray = field(repr=False, default=None)
+
+
+def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, lambdas=None,
+             nlambda: int = 100, lambda_min_ratio: float | None = None, standardize: bool = True,
+             tol: float = 1e-7, max_iter: int = 100_000) -> CVLasso:
+    """``cv.glmnet(x, y, weights, offset, penalty.factor, foldid, intercept = FALSE)``, gaussian.
+
+    The full-data path fixes the lambda sequence; each fold is refitted on the other folds with
+    that sequence (its own weight normalisation and standardisation), the held-out weighted
+    squared errors are averaged with glmnet's grouped weighted mean (``cvm``), and ``lambda_min``
+    is the largest lambda at the minimum of ``cvm`` (never the 1-SE rule).
+    """
+    X, y, w = _check_xyw(X, y, weights, offset)
+    n, p = X.shape
+    if foldid is None:
+        raise MethodError("lasso: cv_lasso needs foldid (one fold label per row)")
+    foldid = np.asarray(foldid).ravel()
+    if foldid.shape[0] != n:
+        raise MethodError(f"lasso: foldid has {foldid.shape[0]} rows, X has {n}")
+    folds, fcode = np.unique(foldid, return_inverse=True)
+    K = folds.size
+    if K < 3:
+        raise MethodError(f"lasso: need at least 3 folds, got {K}")
+    vp = _rescale_penalty(penalty_factor, p)
+    # per-fold moments from contiguous row blocks; the total is their sum
+    order = np.argsort(fcode, kind="stable")
+    A = np.column_stack([X, y])[order]
+    ws = w[order]
+    bounds = np.r_[0, np.cumsum(np.bincount(fcode, minlength=K))]
+    fold_mom = [_Moments.of_augmented(A[bounds[k]:bounds[k + 1]], ws[bounds[k]:bounds[k + 1]])
+                for k in range(K)]
+    total = fold_mom[0]
+    for fm in fold_mom[1:]:
+        total = total + fm
+    st = _standardise(total, standardize)
+    lam, B = _path(st, vp, n, lambdas, nlambda, lambda_min_ratio, tol, max_iter)
+    nl = lam.size
+    raw = np.empty((K, nl))
+    Wk = np.empty(K)
+    for k in range(K):
+        fold = fold_mom[k]
+        st_k = _standardise(total - fold, standardize)
+        _, Bk = _path(st_k, vp, n - fold.n, lam, nlambda, lambda_min_ratio, tol, max_iter)
+        # held-out weighted squared error, from the fold's moments
+        sse = fold.Syy - 2.0 * (Bk @ fold.Sxy) + np.sum((Bk @ fold.Sxx) * Bk, axis=1)
+        Wk[k] = fold.W
+        raw[k] = sse / fold.W if fold.W > 0 else np.nan
+    good = np.isfinite(raw)
+    wk = np.where(good, Wk[:, None], 0.0)
+    cvm = np.sum(np.where(good, raw, 0.0) * wk, axis=0) / wk.sum(axis=0)
+    Ngood = good.sum(axis=0)
+    cvsd = np.sqrt(np.sum(np.where(good, (raw - cvm) ** 2, 0.0) * wk, axis=0) / wk.sum(axis=0)
+                   / np.maximum(Ngood - 1, 1))
+    i = select_lambda_min(lam, cvm)
+    return CVLasso(lam, cvm, cvsd, i, float(lam[i]), B, B[i].copy(), foldid, vp)
+
+
+__all__ = ["lasso_path", "cv_lasso", "CVLasso", "select_lambda_min"]

@@ -1,0 +1,137 @@
+"""LMM baseline: closed-form GLS at the fitted variance components, statsmodels MixedLM, acceptance."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import statsmodels.formula.api as smf
+
+from clusterhte.data.trial import TrialData
+from clusterhte.methods import MethodError, get, make
+from clusterhte.methods.lmm import LMM, Z975
+
+from conftest import make_crt
+
+
+def test_registry_and_params():
+    assert get("lmm") is LMM
+    est = make("lmm", {"interactions": ["X1"]}, random_state=3)
+    assert est.get_params() == {"interactions": ["X1"], "reml": True}
+    assert LMM.default_params() == {"interactions": None, "reml": True}
+
+
+def test_point_estimates_equal_closed_form_gls(crt_linear):
+    td, _ = crt_linear
+    est = LMM().fit(td)
+    r = est.result_
+    X = est._design(td)
+    y = td.outcome
+    codes = td.cluster_codes
+    Z = (codes[:, None] == np.arange(codes.max() + 1)[None, :]).astype(float)
+    V = r.sigma2 * np.eye(td.n) + r.G[0, 0] * Z @ Z.T
+    Vi = np.linalg.inv(V)
+    cov = np.linalg.inv(X.T @ Vi @ X)
+    beta = cov @ X.T @ Vi @ y
+    np.testing.assert_allclose(r.beta, beta, atol=1e-6)
+    np.testing.assert_allclose(r.cov_beta, cov, rtol=1e-6, atol=1e-10)
+    res = est.predict(td)
+    # CATE = beta_A + x'beta_{A:X} + v'beta_{A:V}, interval from c' Sigma c
+    C = np.column_stack([np.zeros(td.n), np.ones(td.n), np.zeros((td.n, 4)), td.X(["X1", "X2", "X3", "V1"])])
+    np.testing.assert_allclose(res.point, C @ beta, atol=1e-6)
+    se = np.sqrt(np.einsum("ij,jk,ik->i", C, cov, C))
+    np.testing.assert_allclose(res.upper - res.point, Z975 * se, rtol=1e-6)
+    np.testing.assert_allclose(res.point - res.lower, Z975 * se, rtol=1e-6)
+    cbar = C.mean(axis=0)
+    ate_se = np.sqrt(cbar @ cov @ cbar)
+    lo, hi = res.info["ate_interval"]
+    assert res.ate()[0] == pytest.approx(cbar @ beta, abs=1e-6)
+    assert (hi - lo) / 2 == pytest.approx(Z975 * ate_se, rel=1e-6)
+
+
+def test_no_covariates_matches_statsmodels():
+    td, _ = make_crt(5, "constant")
+    bare = TrialData(td.frame[["cluster", "treatment", "outcome"]].copy(), "crt", name="bare").validate()
+    res = LMM().fit(bare).predict(bare)
+    assert np.ptp(res.point) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = smf.mixedlm("outcome ~ treatment", bare.frame, groups=bare.frame["cluster"]).fit(reml=True)
+    assert res.point[0] == pytest.approx(ref.params["treatment"], abs=1e-5)
+    assert res.info["tau2"] == pytest.approx(float(ref.cov_re.iloc[0, 0]), rel=1e-3)
+    assert res.info["sigma2"] == pytest.approx(ref.scale, rel=1e-4)
+    lo, hi = res.info["ate_interval"]
+    assert (hi - lo) / 2 == pytest.approx(Z975 * ref.bse["treatment"], rel=1e-3)
+
+
+def test_interactions_subset_and_bad_name(crt_linear):
+    td, _ = crt_linear
+    res = LMM(interactions=[]).fit(td).predict(td)
+    assert np.ptp(res.point) == pytest.approx(0.0, abs=1e-12)
+    est = LMM(interactions=["X1"]).fit(td)
+    assert list(est.result_.beta.shape) == [2 + 4 + 1]
+    with pytest.raises(MethodError, match="interactions.*'X9'"):
+        LMM(interactions=["X9"]).fit(td)
+    with pytest.raises(MethodError, match="interactions"):
+        LMM(interactions="X1").fit(td)
+
+
+def test_acceptance_linear(crt_linear):
+    td, truth = crt_linear
+    res = LMM().fit(td).predict(td)
+    assert np.all(np.isfinite(res.point)) and np.all(np.isfinite(res.lower)) and np.all(np.isfinite(res.upper))
+    assert np.corrcoef(res.point, truth)[0, 1] >= 0.8
+    assert np.all(res.lower < res.point) and np.all(res.point < res.upper)
+
+
+def test_acceptance_constant_fixture(crt_constant):
+    td, _ = crt_constant
+    assert abs(LMM().fit(td).predict(td).point.mean() - 1.0) < 0.3
+
+
+def test_acceptance_constant_other_draw():
+    td, _ = make_crt(6, "constant")
+    res = LMM().fit(td).predict(td)
+    assert abs(res.point.mean() - 1.0) < 0.3
+    lo, hi = res.info["ate_interval"]
+    assert lo < 1.0 < hi
+
+
+def test_new_clusters_and_reproducible(crt_linear):
+    td, _ = crt_linear
+    new, truth = make_crt(99, "linear", M=6, size=5)
+    new = TrialData(new.frame.assign(cluster=new.frame["cluster"] + 1000), "crt", new.individual_covariates,
+                    new.cluster_covariates, name="new")
+    a = LMM(random_state=1).fit(td).predict(new)
+    b = LMM(random_state=2).fit(td).predict(new)
+    assert a.point.shape == (30,) and np.all(np.isfinite(a.point))
+    np.testing.assert_array_equal(a.point, b.point)
+    assert np.corrcoef(a.point, truth)[0, 1] > 0.8
+
+
+def test_missing_column_in_test_table(crt_linear):
+    td, _ = crt_linear
+    est = LMM().fit(td)
+    bad = TrialData(td.frame.drop(columns="X2"), "crt", ("X1", "X3"), ("V1",), name="nox2")
+    with pytest.raises(MethodError, match="X2"):
+        est.predict(bad)
+
+
+def test_collinear_covariates_are_a_data_error(crt_linear):
+    from clusterhte.data.trial import TrialDataError
+
+    td, _ = crt_linear
+    f = td.frame.assign(X4=2 * td.frame["X1"])
+    bad = TrialData(f, "crt", ("X1", "X2", "X3", "X4"), ("V1",), name="collinear")
+    with pytest.raises(TrialDataError, match="collinear.*rank deficient"):
+        LMM().fit(bad)
+
+
+def test_ate_interval_coverage_over_replicates():
+    hits = []
+    for seed in range(300, 320):
+        td, truth = make_crt(seed, "linear", M=20, size=10)
+        lo, hi = LMM().fit(td).predict(td).info["ate_interval"]
+        hits.append(lo <= truth.mean() <= hi)
+    assert np.mean(hits) >= 0.8

@@ -1,0 +1,179 @@
+"""mermboost: P-spline learners, boosting to OLS, the random-intercept step, the (I - P) correction,
+acceptance, bootstrap and reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clusterhte.data.trial import TrialData
+from clusterhte.methods import MethodError, get, make
+from clusterhte.methods.mermboost import (LearnerSet, Mermboost, RandomIntercept, boost,
+                                          cluster_projection)
+from clusterhte.methods.splines import (BSplineBasis, df_of_lambda, difference_penalty, lambda_for_df,
+                                        smoother_eigenvalues, sum_to_zero_constraint)
+from clusterhte.mixed.reml import fit_lmm
+
+from conftest import make_crt
+
+QUICK = dict(mstop_max=200, n_bootstrap=0)
+
+
+# ------------------------------------------------------------------------------------ splines
+def test_bspline_basis_partition_of_unity_and_linear_extension():
+    x = np.random.default_rng(0).uniform(-2, 3, 200)
+    b = BSplineBasis(20, 3).fit(x)
+    B = b.transform(x)
+    assert B.shape == (200, 24)
+    np.testing.assert_allclose(B.sum(axis=1), 1.0, atol=1e-12)
+    # a spline with linear coefficients is the linear function, also beyond the range (extension)
+    coef = np.linspace(0, 1, 24)
+    xs = np.array([-5.0, -2.0, 0.0, 3.0, 8.0])
+    f = b.transform(xs) @ coef
+    slope = (f[3] - f[1]) / 5.0
+    np.testing.assert_allclose(f, f[1] + slope * (xs + 2.0), atol=1e-10)
+
+
+def test_lambda_for_df_hits_trace_definition():
+    x = np.random.default_rng(1).normal(size=300)
+    B = BSplineBasis(20, 3).fit(x).transform(x)
+    P = difference_penalty(24, 2)
+    lam = lambda_for_df(B, P, 4.0)
+    S = B @ np.linalg.solve(B.T @ B + lam * P, B.T)
+    assert np.trace(2 * S - S.T @ S) == pytest.approx(4.0, abs=1e-6)
+    assert df_of_lambda(smoother_eigenvalues(B, P), lam, trace_s=True) == pytest.approx(np.trace(S), abs=1e-6)
+    with pytest.raises(ValueError, match="null-space"):
+        lambda_for_df(B, P, 1.5)
+
+
+def test_sum_to_zero_constraint_centres():
+    x = np.random.default_rng(2).normal(size=100)
+    B = BSplineBasis(2, 3).fit(x).transform(x)
+    w = (np.arange(100) % 2).astype(float)
+    Z = sum_to_zero_constraint(B, w)
+    assert Z.shape == (6, 5)
+    np.testing.assert_allclose(w @ (B @ Z), 0.0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------ boosting core
+def test_boosting_one_linear_learner_converges_to_ols(crt_linear):
+    td, _ = crt_linear
+    X = np.column_stack([np.ones(td.n), td.treatment, td.X()])
+    L = LearnerSet([X], [0.0], [None])
+    fit = boost(L, td.outcome, mstop=400, nu=0.1)
+    ols, *_ = np.linalg.lstsq(X, td.outcome, rcond=None)
+    coef = fit.coef.copy()
+    coef[0] += fit.offset
+    np.testing.assert_allclose(coef, ols, atol=1e-9)
+    # after m steps the fit has moved 1 - (1 - nu)^m of the way from the offset to OLS
+    fit5 = boost(L, td.outcome, mstop=5, nu=0.1)
+    target = ols.copy(); target[0] -= fit5.offset
+    np.testing.assert_allclose(fit5.coef, (1 - 0.9 ** 5) * target, atol=1e-9)
+
+
+def test_componentwise_selection_picks_best_learner():
+    rng = np.random.default_rng(3)
+    x1, x2 = rng.normal(size=(2, 400))
+    y = 3 * x1 + 0.1 * rng.normal(size=400)
+    L = LearnerSet([np.column_stack([np.ones(400), x1]), np.column_stack([np.ones(400), x2])], [0, 0], [None, None])
+    fit = boost(L, y, mstop=50)
+    assert np.all(fit.selected == 0)
+
+
+def test_random_intercept_step_is_lmm_blup(crt_linear):
+    td, _ = crt_linear
+    r = td.outcome - 0.3 * td.outcome.mean()
+    ri = RandomIntercept(td.cluster_codes)
+    b = ri.fit(r)
+    ref = fit_lmm(r, np.empty((td.n, 0)), td.cluster, reml=True)  # lmer(r ~ 1 - 1 + (1 | id))
+    np.testing.assert_allclose(b, ref.blups[:, 0], atol=1e-8)
+    assert ri.tau2 == pytest.approx(ref.G[0, 0], rel=1e-8)
+    assert ri.sigma2 == pytest.approx(ref.sigma2, rel=1e-8)
+    # no between-cluster signal -> variance on the boundary, intercepts 0
+    r0 = r - np.bincount(td.cluster_codes, r)[td.cluster_codes] / 20
+    assert np.all(RandomIntercept(td.cluster_codes).fit(r0) == 0)
+
+
+def test_correction_is_orthogonal_to_cluster_constant_columns(crt_linear):
+    td, _ = crt_linear
+    codes = td.cluster_codes
+    first = np.unique(codes, return_index=True)[1]
+    Xcc = np.column_stack([np.ones(30), td.treatment[first], td.X(["V1"])[first, 0]])
+    ri = RandomIntercept(codes, cluster_projection(Xcc))
+    b = ri.fit(td.outcome)
+    np.testing.assert_allclose(Xcc.T @ b, 0.0, atol=1e-10)
+    b_raw = RandomIntercept(codes).fit(td.outcome)
+    resid = b_raw - Xcc @ np.linalg.lstsq(Xcc, b_raw, rcond=None)[0]
+    np.testing.assert_allclose(b, resid, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------ estimator
+def test_registry_and_params():
+    assert get("mermboost") is Mermboost
+    est = make("mermboost", {"mstop_max": 50, "n_bootstrap": 0}, random_state=1)
+    assert est.get_params()["mstop_max"] == 50 and est.get_params()["nu"] == 0.1
+    with pytest.raises(MethodError, match="'nu'"):
+        Mermboost(nu=0.0).fit(make_crt(1, M=6, size=4)[0])
+
+
+def test_correction_needed_for_cluster_level_effect(crt_constant):
+    """Without the (I - P) correction the intercepts absorb the cluster-level treatment effect."""
+    td, _ = crt_constant
+    lmm = get("lmm")(interactions=[]).fit(td).predict(td).point.mean()   # 0.60 on this draw
+    with_c = Mermboost(mstop=150, n_bootstrap=0).fit(td).predict(td).point.mean()
+    without = Mermboost(mstop=150, n_bootstrap=0, correct_re=False).fit(td).predict(td).point.mean()
+    assert abs(with_c - lmm) < 0.15
+    assert without < lmm - 0.3
+
+
+def test_acceptance_linear(crt_linear):
+    td, truth = crt_linear
+    est = Mermboost(**QUICK, random_state=5).fit(td)
+    res = est.predict(td)
+    assert np.all(np.isfinite(res.point))
+    assert np.corrcoef(res.point, truth)[0, 1] >= 0.8
+    assert 1 <= est.mstop_ <= 200
+    assert res.info["selected"]["bbs(X1, by = A)"] > 0
+
+
+def test_acceptance_constant_fixture(crt_constant):
+    td, _ = crt_constant
+    assert abs(Mermboost(**QUICK, random_state=5).fit(td).predict(td).point.mean() - 1.0) < 0.3
+
+
+def test_acceptance_constant_other_draw():
+    td, _ = make_crt(6, "constant")
+    assert abs(Mermboost(**QUICK, random_state=5).fit(td).predict(td).point.mean() - 1.0) < 0.3
+
+
+def test_bootstrap_reproducible_and_new_clusters(crt_linear):
+    td, _ = crt_linear
+    new, _ = make_crt(97, "linear", M=4, size=5)
+    new = TrialData(new.frame.assign(cluster=new.frame["cluster"] + 700), "crt",
+                    new.individual_covariates, new.cluster_covariates, name="new")
+    kw = dict(mstop_max=60, n_bootstrap=4)
+    est = Mermboost(**kw, random_state=9).fit(td)
+    a = est.predict(new)
+    est.predict(td)
+    np.testing.assert_array_equal(est.predict(new).draws, a.draws)   # refits are reused
+    b = Mermboost(**kw, random_state=9).fit(td).predict(new)
+    np.testing.assert_array_equal(a.point, b.point)
+    np.testing.assert_array_equal(a.draws, b.draws)
+    assert a.draws.shape == (20, 4) and np.all(np.isfinite(a.draws))
+    assert np.all(a.lower <= a.upper)
+    _, lo, hi = a.ate()
+    assert lo <= hi
+    none = Mermboost(mstop_max=60, n_bootstrap=0, random_state=9).fit(td).predict(new)
+    assert np.all(np.isnan(none.lower)) and none.draws is None
+    np.testing.assert_array_equal(none.point, a.point)
+
+
+@pytest.mark.slow
+def test_paper_scale_defaults(crt_linear):
+    """Paper-scale settings (CV up to 1000 iterations, 200 bootstrap replicates)."""
+    td, truth = crt_linear
+    res = Mermboost(random_state=1).fit(td).predict(td)
+    assert np.corrcoef(res.point, truth)[0, 1] >= 0.9
+    assert np.mean((res.lower <= truth) & (truth <= res.upper)) >= 0.8
+    _, lo, hi = res.ate()
+    assert lo <= truth.mean() <= hi
