@@ -104,9 +104,22 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         (r / "slurm.conf").write_text(conf.lstrip())
         return r / "slurm.conf"
 
+    def write_wrappers(self) -> Path:
+        """Wrappers of the SLURM client commands that pin SLURM_CONF: the executor plugin deletes
+        every SLURM_* variable before it calls srun inside a job, PATH survives."""
+        b = self.root / "bin"
+        b.mkdir(exist_ok=True)
+        for cmd in ("srun", "sbatch", "squeue", "scancel", "sacct", "sinfo", "scontrol"):
+            real = shutil.which(cmd) or f"/usr/bin/{cmd}"
+            w = b / cmd
+            w.write_text(f'#!/bin/sh\nSLURM_CONF="{self.root / "slurm.conf"}" exec {real} "$@"\n')
+            os.chmod(w, 0o755)
+        return b
+
     @property
     def env(self) -> dict:
-        return dict(os.environ, SLURM_CONF=str(self.root / "slurm.conf"))
+        return dict(os.environ, SLURM_CONF=str(self.root / "slurm.conf"),
+                    PATH=f"{self.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
 
     # ------------------------------------------------------------------ daemons
     def _start(self, name: str, args: list[str], pidfile: Path | None = None) -> None:
@@ -118,6 +131,7 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
     def start(self) -> "LocalSlurm":
         ensure_installed()
         self.write_config()
+        self.write_wrappers()
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o400)

@@ -73,7 +73,7 @@ def test_quick_study_on_slurm(tmp_path):
 
         # what is left to do, then the rerun submits exactly that
         dry = subprocess.run([SNAKEMAKE, "-n", "--configfile=run.yaml", "--rerun-incomplete",
-                              "--group-components", "otr_fit=2", TARGET], cwd=wd, env=cluster.env,
+                              "--group-components=otr_fit=2", TARGET], cwd=wd, env=cluster.env,
                              capture_output=True, text=True)
         left = planned_jobs(dry.stdout)
         assert left, dry.stdout

@@ -16,6 +16,7 @@ COPY = ["Snakefile", "workflow", "scripts", "config", "notebooks", "tests/data"]
 
 def workdir(tmp: Path, config: dict | None = None, methods: dict | None = None) -> Path:
     """Copy the workflow into ``tmp`` (results land there), optionally with a run config."""
+    tmp.mkdir(parents=True, exist_ok=True)
     for name in COPY:
         src = ROOT / name
         if src.is_dir():
