@@ -6,8 +6,9 @@ with smk.logged(snakemake):
     p, w = snakemake.params, snakemake.wildcards
     trial = io.read_trial(snakemake.input.data)
     fits = {m: io.read_parquet(f) for m, f in zip(p.methods, snakemake.input.fits)}
+    ppc = {m: io.read_parquet(f) for m, f in zip(p.methods, snakemake.input.ppc)}
     tables = apply.summarise(trial, fits, larger_is_better=p.larger_is_better,
-                             subgroups=apply.subgroups_for(w.dataset), reference=p.reference)
+                             subgroups=apply.subgroups_for(w.dataset), reference=p.reference, ppc=ppc)
     pr = smk.prov(snakemake, {"larger_is_better": p.larger_is_better, "reference": p.reference})
     for name, path in zip(p.tables, snakemake.output):
         io.write_parquet(tables[name], path, prov=pr, csv=True)

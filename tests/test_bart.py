@@ -233,3 +233,24 @@ def test_interval_coverage_over_replicates(name):
         res = methods.make(name, settings, random_state=rep).fit(trial).predict(trial)
         cover.append(np.mean((res.lower <= tau) & (tau <= res.upper)))
     assert 0.85 <= np.mean(cover) <= 1.0, np.mean(cover)
+
+
+def test_outcome_predictions_and_posterior_predictive(crt_constant):
+    """The random intercept switched on and off: the conditional-minus-marginal cluster effects
+    track the LMM's BLUPs, and the posterior predictive replicates reproduce the outcome's spread."""
+    from clusterhte.evaluate.summaries import posterior_predictive_check
+    from clusterhte.methods.lmm import LMM
+
+    td, _ = crt_constant
+    from clusterhte.methods.bart import RiBART
+
+    est = RiBART(num_burnin=100, num_mcmc=100, num_chains=1, keep_every=1, random_state=3).fit(td)
+    o = est.predict_outcome(td, n_replicates=80)
+    assert o.replicates.shape == (80, td.n)
+    codes = td.cluster_codes
+    eff = np.bincount(codes, weights=o.conditional - o.marginal) / np.bincount(codes)
+    lmm = LMM().fit(td)
+    blup = lmm.result_.blups[:, 0]
+    assert np.corrcoef(eff, blup)[0, 1] > 0.8
+    ppc = posterior_predictive_check(td.outcome, o.replicates, td.cluster).set_index("statistic")
+    assert 0.02 < ppc.loc["sd", "p_value"] < 0.98

@@ -135,3 +135,19 @@ def test_ate_interval_coverage_over_replicates():
         lo, hi = LMM().fit(td).predict(td).info["ate_interval"]
         hits.append(lo <= truth.mean() <= hi)
     assert np.mean(hits) >= 0.8
+
+
+def test_outcome_predictions_marginal_and_conditional(crt_linear):
+    """Marginal = X'beta at the observed arm; conditional adds the cluster's BLUP (closed form:
+    tau2 n_j / (tau2 n_j + sigma2) times the cluster mean of the marginal residuals)."""
+    td, _ = crt_linear
+    est = LMM().fit(td)
+    o = est.predict_outcome(td)
+    np.testing.assert_allclose(o.marginal, est._design(td) @ est.result_.beta)
+    r = td.outcome - o.marginal
+    codes = td.cluster_codes
+    nj = np.bincount(codes)
+    t2, s2 = est.result_.G[0, 0], est.result_.sigma2
+    blup = t2 * nj / (t2 * nj + s2) * np.bincount(codes, weights=r) / nj
+    np.testing.assert_allclose(o.conditional - o.marginal, blup[codes], atol=1e-8)
+    assert o.replicates is None

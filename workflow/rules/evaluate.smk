@@ -75,6 +75,8 @@ if DATASETS:
             data="results/data/{dataset}.parquet",
             fits=lambda w: expand("results/fits/{{dataset}}/{method}.parquet",
                                   method=DATASETS[w.dataset]["methods"]),
+            ppc=lambda w: expand("results/fits/{{dataset}}/{method}_ppc.parquet",
+                                 method=DATASETS[w.dataset]["methods"]),
         output:
             expand("results/tables/{{dataset}}/{table}.parquet", table=SUMMARY_TABLES),
         params:

@@ -51,7 +51,8 @@ if DATASETS:
         input:
             "results/data/{dataset}.parquet",
         output:
-            "results/fits/{dataset}/{method}.parquet",
+            fits="results/fits/{dataset}/{method}.parquet",
+            ppc="results/fits/{dataset}/{method}_ppc.parquet",
         params:
             hyper=lambda w: method_params(DATASETS[w.dataset], w.method),
             seed=SEED,

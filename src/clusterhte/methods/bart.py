@@ -69,7 +69,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from clusterhte.data.trial import TrialData
-from clusterhte.methods.base import CateResult, Estimator, MethodError
+from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
 
 __all__ = ["RiBART", "MixedBART", "Stan4BART", "StochtreeRandomInterceptBART"]
 
@@ -306,6 +306,22 @@ class StochtreeRandomInterceptBART(Estimator):
         f = self.model_.predict(np.vstack([X1, X0]), type="posterior", terms="mean_forest")
         f = np.asarray(f, dtype=float).reshape(2 * n, -1)
         return f[:n] - f[n:]
+
+    def predict_outcome(self, train: TrialData, n_replicates: int = 200) -> OutcomePrediction:
+        """Posterior means of the mean forest (marginal) and of mean forest + random intercept
+        (conditional) at the observed treatment, and ``n_replicates`` posterior predictive draws
+        of the outcome (mean forest + random intercept + N(0, sigma^2) noise, per draw)."""
+        Xd = self._design(train, train.treatment.astype(float))
+        groups = np.ascontiguousarray(train.cluster_codes.astype(np.int32))
+        f = np.asarray(self.model_.predict(Xd, type="posterior", terms="mean_forest"), dtype=float)
+        yhat = np.asarray(self.model_.predict(Xd, rfx_group_ids=groups, type="posterior", terms="y_hat"),
+                          dtype=float)
+        f, yhat = f.reshape(train.n, -1), yhat.reshape(train.n, -1)
+        sig2 = np.asarray(self.model_.global_var_samples, dtype=float).ravel()
+        rng = np.random.default_rng(random_seed(self.random_state))
+        pick = rng.choice(yhat.shape[1], size=min(n_replicates, yhat.shape[1]), replace=False)
+        reps = yhat[:, pick].T + rng.normal(size=(pick.size, train.n)) * np.sqrt(sig2[pick])[:, None]
+        return OutcomePrediction(f.mean(axis=1), yhat.mean(axis=1), reps)
 
     def _predict(self, test: TrialData) -> CateResult:
         draws = self.cate_draws(test)

@@ -86,6 +86,20 @@ class CateResult:
         return cls(point=draws.mean(axis=1), lower=lo, upper=hi, draws=draws, **kw)
 
 
+@dataclass
+class OutcomePrediction:
+    """Predicted outcomes of the rows a model was fitted on, at their observed treatment.
+
+    ``marginal``: the random effect set to 0 (the population-level prediction the CATE uses);
+    ``conditional``: with each row's predicted cluster effect; ``replicates``: (n_draws, n)
+    outcomes replicated from the posterior predictive distribution (Bayesian methods), else None.
+    """
+
+    marginal: np.ndarray
+    conditional: np.ndarray
+    replicates: np.ndarray | None = None
+
+
 class Estimator:
     """Base class. Subclasses set the class attributes and implement ``_fit`` and ``_predict``.
 
@@ -106,6 +120,14 @@ class Estimator:
 
     def __init__(self, random_state: int | None = None):
         self.random_state = random_state
+
+    def predict_outcome(self, train: TrialData) -> OutcomePrediction:
+        """Marginal and conditional outcome predictions for the training rows (diagnostics).
+
+        Implemented by the methods whose model has an explicit cluster effect to switch on and
+        off (the LMM and the BART family); others raise NotImplementedError.
+        """
+        raise NotImplementedError(f"method '{self.name}' does not predict outcomes")
 
     # sklearn-like parameter handling -------------------------------------------------------
     @classmethod

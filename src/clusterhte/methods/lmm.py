@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from clusterhte.data.trial import TrialData, TrialDataError
-from clusterhte.methods.base import CateResult, Estimator, MethodError
+from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
 from clusterhte.mixed.reml import LMMError, fit_lmm
 
 Z975 = float(stats.norm.ppf(0.975))
@@ -101,6 +101,12 @@ class LMM(Estimator):
         except LMMError as e:
             raise TrialDataError(f"{train.name}: method 'lmm' cannot fit Y ~ {' + '.join(self.names_[1:])} "
                                  f"+ (1 | cluster): {e}") from None
+
+    def predict_outcome(self, train: TrialData) -> OutcomePrediction:
+        """X'beta (marginal) and X'beta + the cluster's BLUP (conditional) at the observed A."""
+        marginal = self._design(train) @ self.result_.beta
+        blup = self.result_.blup_for(train.cluster)[:, 0]
+        return OutcomePrediction(marginal, marginal + blup)
 
     def _predict(self, test: TrialData) -> CateResult:
         missing = [c for c in self.covariates_ if c not in test.frame.columns]

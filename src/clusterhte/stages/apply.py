@@ -13,21 +13,45 @@ from clusterhte.stages.fitting import fit_replicates
 
 
 def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_better: bool = True,
-        log=sys.stderr, threads: int = 1) -> pd.DataFrame:
+        log=sys.stderr, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CATEs of ``method`` fitted on every row of ``trial`` (rows in the trial's order).
 
-    Same columns as the simulation fits plus ``cluster``. The method's random stream depends on
-    the root ``seed`` and the method only, so the workflow and ``clusterhte fit`` give identical
-    CATEs for the same trial, method and seed. A failing fit raises: there is no study to go on with.
+    Returns (fits, ppc). ``fits`` has the columns of the simulation fits plus ``cluster`` and, for
+    methods with an explicit cluster effect (LMM, BART family), the outcome predictions at the
+    observed treatment without (``y_marginal``) and with (``y_conditional``) it, else NaN.
+    ``ppc`` is the posterior predictive check of the outcome for the Bayesian methods (empty
+    otherwise). The method's random stream depends on the root ``seed`` and the method only, so
+    the workflow and ``clusterhte fit`` give identical CATEs for the same trial, method and seed.
+    A failing fit raises: there is no study to go on with.
     """
+    from clusterhte.evaluate.summaries import posterior_predictive_check
+
+    extra = {}
+
+    def diagnostics(rep, est, train):
+        try:
+            extra["outcome"] = est.predict_outcome(train)
+        except NotImplementedError:
+            pass
+
     out = fit_replicates([(0, trial, {"all": trial})], study="apply", cell="all",
                          method=method, params=params, root_seed=seed,
-                         larger_is_better=larger_is_better, log=log, total=1, threads=threads)
+                         larger_is_better=larger_is_better, log=log, total=1, threads=threads,
+                         on_fitted=diagnostics)
     if out["failed"].any():
         raise RuntimeError(f"method '{method}' failed on {trial.name or 'the trial'}: {out['error'].iloc[0]}")
     out = out.drop(columns=["rep", "split", "failed", "error"])
     out.insert(1, "cluster", np.asarray(trial.cluster))
-    return out
+    o = extra.get("outcome")
+    out["y_marginal"] = o.marginal if o is not None else np.nan
+    out["y_conditional"] = o.conditional if o is not None else np.nan
+    if o is not None and o.replicates is not None:
+        ppc = posterior_predictive_check(trial.outcome, o.replicates, np.asarray(trial.cluster))
+    else:
+        ppc = pd.DataFrame({c: pd.Series(dtype=float) for c in
+                            ("observed", "replicated_mean", "lower", "upper", "p_value")})
+        ppc.insert(0, "statistic", pd.Series(dtype=str))
+    return out, ppc
 
 
 def stack(fits: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -59,14 +83,17 @@ def default_subgroups(trial: TrialData, max_columns: int = 6):
 
 
 def summarise(trial: TrialData, fits: dict[str, pd.DataFrame], *, larger_is_better: bool = True,
-              subgroups=None, reference: str | None = "lmm") -> dict[str, pd.DataFrame]:
+              subgroups=None, reference: str | None = "lmm",
+              ppc: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
     """Every summary table of one analysed trial (names are the table names of the workflow).
 
     ``cates`` the stacked CATEs; ``ate`` ATE with interval per method; ``quantiles`` the CATE
     distribution; ``clusters`` cluster-average CATEs; ``subgroups`` subgroup-average CATEs plus the
     model-free difference in means; ``blp`` the best linear projection on the covariates;
     ``benefit`` the share recommended; ``agreement`` between methods; ``reference`` each method
-    against ``reference`` (empty when that method was not fitted).
+    against ``reference`` (empty when that method was not fitted); ``marginal_conditional``
+    outcome predictions without vs with the cluster effect (methods that give them); ``ppc`` the
+    posterior predictive checks of the Bayesian methods.
     """
     from clusterhte.evaluate import summaries as S
 
@@ -85,6 +112,15 @@ def summarise(trial: TrialData, fits: dict[str, pd.DataFrame], *, larger_is_bett
         "benefit": S.share_benefit(fits_long, larger_is_better=larger_is_better),
         "agreement": S.agreement_matrix(fits_long, larger_is_better=larger_is_better),
     }
+    mc = []
+    for m, f in fits.items():
+        if "y_marginal" in f.columns and np.isfinite(f["y_marginal"]).all():
+            overall, _ = S.marginal_vs_conditional(f["y_marginal"], f["y_conditional"], f["cluster"])
+            mc.append(overall.assign(method=m))
+    out["marginal_conditional"] = (pd.concat(mc, ignore_index=True) if mc else
+                                   pd.DataFrame({"method": pd.Series(dtype=str)}))
+    parts = [t.assign(method=m) for m, t in (ppc or {}).items() if len(t)]
+    out["ppc"] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"method": pd.Series(dtype=str)})
     if reference and reference in fits:
         out["reference"] = S.compare_to_reference(fits_long, reference, larger_is_better=larger_is_better)
     else:
@@ -93,7 +129,7 @@ def summarise(trial: TrialData, fits: dict[str, pd.DataFrame], *, larger_is_bett
 
 
 SUMMARY_TABLES = ["cates", "ate", "quantiles", "clusters", "subgroups", "blp", "benefit", "agreement",
-                  "reference"]
+                  "reference", "marginal_conditional", "ppc"]
 
 
 def subgroups_for(dataset: str):

@@ -25,7 +25,7 @@ FIT_COLUMNS = ["rep", "split", "row", "cate", "lower", "upper", "decision", "sec
 def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialData]]], *, study: str,
                    cell: str, method: str, params: dict, root_seed: int,
                    larger_is_better: bool = True, log=sys.stderr, total: int | None = None,
-                   threads: int = 1) -> pd.DataFrame:
+                   threads: int = 1, on_fitted=None) -> pd.DataFrame:
     """Fit ``method`` on each (rep, train, {split: prediction table}) and stack the predictions.
 
     ``threads`` (the rule's core count) is passed to estimators that take ``n_threads``; it is not
@@ -41,6 +41,8 @@ def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialDat
         try:
             est = methods.make(method, params, random_state=seed)
             est.fit(train)
+            if on_fitted is not None:
+                on_fitted(rep, est, train)
             for split, td in preds.items():
                 results[split] = est.predict(td)
         except methods.MethodError:
