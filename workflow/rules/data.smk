@@ -10,6 +10,7 @@ if "tassh" in config:
             "data/raw/tassh/bp_ghana.rda",
         params:
             local_copies=[str(SHARED / "data" / "tassh" / "bp_ghana.rda")],
+            url=TASSH.get("url"),
         log:
             "results/logs/tassh_fetch.log",
         script:
