@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import warnings
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -23,15 +22,8 @@ import numpy as np  # noqa: E402
 from clusterhte import methods  # noqa: E402
 from clusterhte.mixed.reml import fit_lmm  # noqa: E402
 from clusterhte.simulate import otr_designs  # noqa: E402
+from timing import median_time  # noqa: E402
 
-
-def median_time(fn, reps):
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def main():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import warnings
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -21,6 +20,7 @@ import numpy as np  # noqa: E402
 from statsmodels.regression.mixed_linear_model import MixedLM  # noqa: E402
 
 from clusterhte.mixed.reml import fit_lmm  # noqa: E402
+from timing import median_time  # noqa: E402
 
 
 def simulate(J: int, n: int, seed: int = 1):
@@ -36,14 +36,6 @@ def simulate(J: int, n: int, seed: int = 1):
     y = X @ beta + b0[g] + b1[g] * trt + rng.normal(size=N)
     return y, X, g, np.column_stack([np.ones(N), trt])
 
-
-def median_time(fn, reps):
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def main():

@@ -65,7 +65,10 @@ if DATASETS:
             clusters="results/tables/{dataset}/clusters.parquet",
             agreement="results/tables/{dataset}/agreement.parquet",
         output:
-            expand("results/figures/{{dataset}}/{figure}.{ext}", figure=DATASET_FIGURES, ext=["png", "pdf"]),
+            [f for fig in DATASET_FIGURES for f in (
+                report(f"results/figures/{{dataset}}/{fig}.png", caption=f"../report/trial_{fig}.rst",
+                       category="Trials", subcategory="{dataset}"),
+                f"results/figures/{{dataset}}/{fig}.pdf")],
         params:
             larger_is_better=lambda w: DATASETS[w.dataset].get("larger_is_better", True),
             outcome=lambda w: DATASETS[w.dataset].get("outcome_label", DATASETS[w.dataset].get("outcome", "the outcome")),
@@ -85,7 +88,10 @@ if "cct" in config:
             data=f"results/data/{CCT_NAME}.parquet",
             cates=f"results/tables/{CCT_NAME}/cates.parquet",
         output:
-            expand(f"results/figures/{CCT_NAME}/{{figure}}.{{ext}}", figure=CCT_FIGURES, ext=["png", "pdf"]),
+            [f for fig in CCT_FIGURES for f in (
+                report(f"results/figures/{CCT_NAME}/{fig}.png", caption=f"../report/cct_{fig}.rst",
+                       category="Trials", subcategory=CCT_NAME),
+                f"results/figures/{CCT_NAME}/{fig}.pdf")],
         params:
             synthetic=CCT_NAME.endswith("_synthetic"),
             figures=CCT_FIGURES,
