@@ -171,4 +171,5 @@ def test_interval_coverage_over_replicates():
         trial, tau = make_crt(1000 + rep, "linear")
         res = methods.make("mbcf", settings, random_state=rep).fit(trial).predict(trial)
         cover.append(np.mean((res.lower <= tau) & (tau <= res.upper)))
+    print(f"\nmbcf: mean row coverage of the 95% intervals over 20 replicates {np.mean(cover):.3f}")
     assert 0.85 <= np.mean(cover) <= 1.0, np.mean(cover)
