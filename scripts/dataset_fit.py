@@ -8,8 +8,9 @@ from clusterhte.stages import apply  # noqa: E402
 with smk.logged(snakemake) as log:
     p, w = snakemake.params, snakemake.wildcards
     trial = io.read_trial(snakemake.input[0])
-    fits, ppc = apply.fit(trial, w.method, dict(p.hyper), p.seed, larger_is_better=p.larger_is_better,
+    fits, ppc, draws = apply.fit(trial, w.method, dict(p.hyper), p.seed, larger_is_better=p.larger_is_better,
                           log=log, threads=snakemake.threads)
     pr = smk.prov(snakemake, {"method": w.method, "hyperparameters": dict(p.hyper)}, seed=p.seed)
     io.write_parquet(fits, snakemake.output.fits, prov=pr)
     io.write_parquet(ppc, snakemake.output.ppc, prov=pr)
+    io.write_parquet(draws, snakemake.output.draws, prov=pr)

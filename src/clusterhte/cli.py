@@ -95,7 +95,7 @@ def _cmd_fit(args) -> int:
     print(f"clusterhte fit: {est!r} on {trial.n} rows in {trial.cluster_codes.max() + 1} clusters "
           f"({args.data})", file=sys.stderr, flush=True)
     try:
-        fits, _ = apply.fit(trial, method, params, args.seed, larger_is_better=not args.smaller_is_better,
+        fits, _, _ = apply.fit(trial, method, params, args.seed, larger_is_better=not args.smaller_is_better,
                          log=sys.stderr, threads=args.threads)
     except RuntimeError as e:
         print(f"clusterhte fit: error: {e}", file=sys.stderr)

@@ -77,6 +77,8 @@ if DATASETS:
                                   method=DATASETS[w.dataset]["methods"]),
             ppc=lambda w: expand("results/fits/{{dataset}}/{method}_ppc.parquet",
                                  method=DATASETS[w.dataset]["methods"]),
+            draws=lambda w: expand("results/fits/{{dataset}}/{method}_draws.parquet",
+                                   method=DATASETS[w.dataset]["methods"]),
         output:
             expand("results/tables/{{dataset}}/{table}.parquet", table=SUMMARY_TABLES),
         params:

@@ -53,6 +53,7 @@ if DATASETS:
         output:
             fits="results/fits/{dataset}/{method}.parquet",
             ppc="results/fits/{dataset}/{method}_ppc.parquet",
+            draws="results/fits/{dataset}/{method}_draws.parquet",
         params:
             hyper=lambda w: method_params(DATASETS[w.dataset], w.method),
             seed=SEED,

@@ -13,14 +13,16 @@ from clusterhte.stages.fitting import fit_replicates
 
 
 def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_better: bool = True,
-        log=sys.stderr, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+        log=sys.stderr, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """CATEs of ``method`` fitted on every row of ``trial`` (rows in the trial's order).
 
-    Returns (fits, ppc). ``fits`` has the columns of the simulation fits plus ``cluster`` and, for
+    Returns (fits, ppc, draws). ``fits`` has the columns of the simulation fits plus ``cluster`` and, for
     methods with an explicit cluster effect (LMM, BART family), the outcome predictions at the
     observed treatment without (``y_marginal``) and with (``y_conditional``) it, else NaN.
     ``ppc`` is the posterior predictive check of the outcome for the Bayesian methods (empty
-    otherwise). The method's random stream depends on the root ``seed`` and the method only, so
+    otherwise). ``draws``: the CATE draws (posterior or cluster bootstrap; one column per draw,
+    one row per trial row, float32) that give subgroup and cluster-average intervals; no columns
+    for methods without draws. The method's random stream depends on the root ``seed`` and the method only, so
     the workflow and ``clusterhte fit`` give identical CATEs for the same trial, method and seed.
     A failing fit raises: there is no study to go on with.
     """
@@ -33,6 +35,7 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
             extra["outcome"] = est.predict_outcome(train)
         except NotImplementedError:
             pass
+        extra["estimator"] = est
 
     out = fit_replicates([(0, trial, {"all": trial})], study="apply", cell="all",
                          method=method, params=params, root_seed=seed,
@@ -51,7 +54,20 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
         ppc = pd.DataFrame({c: pd.Series(dtype=float) for c in
                             ("observed", "replicated_mean", "lower", "upper", "p_value")})
         ppc.insert(0, "statistic", pd.Series(dtype=str))
-    return out, ppc
+    return out, ppc, draws_table(extra["estimator"].predict(trial).draws, trial.n)
+
+
+def draws_table(draws: np.ndarray | None, n: int) -> pd.DataFrame:
+    """CATE draws as a table (columns d0, d1, ...; float32); no columns when there are none."""
+    if draws is None:
+        return pd.DataFrame(index=pd.RangeIndex(n))
+    D = np.asarray(draws, dtype=np.float32)
+    return pd.DataFrame(D, columns=[f"d{j}" for j in range(D.shape[1])])
+
+
+def draws_array(table: pd.DataFrame) -> np.ndarray | None:
+    """Inverse of :func:`draws_table`."""
+    return table.to_numpy(dtype=float) if table.shape[1] else None
 
 
 def stack(fits: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -84,7 +100,8 @@ def default_subgroups(trial: TrialData, max_columns: int = 6):
 
 def summarise(trial: TrialData, fits: dict[str, pd.DataFrame], *, larger_is_better: bool = True,
               subgroups=None, reference: str | None = "lmm",
-              ppc: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
+              ppc: dict[str, pd.DataFrame] | None = None,
+              draws: dict[str, np.ndarray | None] | None = None) -> dict[str, pd.DataFrame]:
     """Every summary table of one analysed trial (names are the table names of the workflow).
 
     ``cates`` the stacked CATEs; ``ate`` ATE with interval per method; ``quantiles`` the CATE
@@ -100,13 +117,14 @@ def summarise(trial: TrialData, fits: dict[str, pd.DataFrame], *, larger_is_bett
     fits_long = stack(fits)
     groups = subgroups or default_subgroups(trial)
     frame = trial.frame
-    sub = S.subgroup_table(fits_long, frame, groups, larger_is_better=larger_is_better)
+    draws = {m: d for m, d in (draws or {}).items() if d is not None}
+    sub = S.subgroup_table(fits_long, frame, groups, larger_is_better=larger_is_better, draws=draws)
     dim = S.subgroup_difference_in_means(frame, groups)
     out = {
         "cates": fits_long,
         "ate": S.ate_table(fits_long),
         "quantiles": S.cate_quantiles(fits_long),
-        "clusters": S.cluster_average(fits_long),
+        "clusters": S.cluster_average(fits_long, draws=draws),
         "subgroups": pd.concat([sub, dim], ignore_index=True),
         "blp": S.best_linear_projection(fits_long, frame, list(trial.covariates)),
         "benefit": S.share_benefit(fits_long, larger_is_better=larger_is_better),
