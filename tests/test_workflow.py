@@ -93,3 +93,25 @@ def test_snakemake_report_shows_every_figure(finished):
     for name in figures:
         assert name in html, name
     assert "Multisite OTR simulation" in html
+
+
+CRT_TINY = {
+    "seed": 5, "reps_per_chunk": 2,
+    "crt": {"clusters": [10], "cluster_sizes": [8], "iccs": [0.2], "f0": ["lin"], "tau": ["hom", "lin"],
+            "replicates": 2, "n_test_clusters": 6, "test_cluster_size": 8,
+            "methods": ["lmm", "gamm", "merf"],
+            "method_overrides": {"merf": {"n_estimators": 20, "max_iter": 3, "n_bootstrap": 3}}},
+}
+
+
+def test_crt_study_end_to_end(tmp_path):
+    wd = workdir(tmp_path, CRT_TINY)
+    r = snakemake(wd)
+    assert r.returncode == 0, r.stderr[-4000:]
+    s = pd.read_csv(wd / "results/tables/crt_summary.csv")
+    assert set(s.method) == {"lmm", "gamm", "merf"} and s.cell.nunique() == 2
+    pehe = s[s.metric == "pehe_out"]
+    assert (pehe["n_reps"] == 2).all() and (pehe["mean"] > 0).all()
+    assert (s[s.metric == "failed"]["mean"] == 0).all()
+    for fig in ("pehe", "coverage", "width", "runtime_vs_pehe"):
+        assert (wd / f"results/figures/crt/{fig}.pdf").stat().st_size > 1000

@@ -28,10 +28,11 @@ if "otr" in config:
         params:
             cells=OTR_CELLS,
             chunks=len(OTR_CHUNKS),
+            study="otr",
         log:
             "results/logs/otr_aggregate.log",
         script:
-            "../../scripts/otr_aggregate.py"
+            "../../scripts/sim_aggregate.py"
 
 
 if "crt" in config:
@@ -60,10 +61,11 @@ if "crt" in config:
         params:
             cells=CRT_CELLS,
             chunks=len(CRT_CHUNKS),
+            study="crt",
         log:
             "results/logs/crt_aggregate.log",
         script:
-            "../../scripts/crt_aggregate.py"
+            "../../scripts/sim_aggregate.py"
 
 
 if DATASETS:

@@ -68,3 +68,8 @@ def summary(per_rep: pd.DataFrame) -> pd.DataFrame:
     """Mean, SD, MCSE, replicate and failure counts per cell x method x metric."""
     out = crt_metrics.aggregate(per_rep)
     return out.sort_values(["cell", "metric", "method"]).reset_index(drop=True)
+
+
+def tables(per_rep: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The aggregate stage's tables (output name -> table)."""
+    return {"summary": summary(per_rep)}

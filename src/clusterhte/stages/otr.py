@@ -60,3 +60,8 @@ def congruence_matrix(cong: pd.DataFrame, design: str, J: int, n: int, methods: 
     m = c.pivot(index="method", columns="other", values="mean")
     present = [x for x in methods if x in m.index]
     return m.loc[present, present]
+
+
+def tables(per_rep: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The aggregate stage's tables (output name -> table)."""
+    return {"summary": summary(per_rep), "congruence": congruence(per_rep)}
