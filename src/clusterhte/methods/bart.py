@@ -208,21 +208,7 @@ class StochtreeRandomInterceptBART(Estimator):
                  rfx_variance_prior_scale: float = 1.0, n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
-        self.num_trees = num_trees
-        self.alpha = alpha
-        self.beta = beta
-        self.k = k
-        self.sigdf = sigdf
-        self.sigquant = sigquant
-        self.num_burnin = num_burnin
-        self.num_mcmc = num_mcmc
-        self.num_chains = num_chains
-        self.keep_every = keep_every
-        self.num_gfr = num_gfr
-        self.min_samples_leaf = min_samples_leaf
-        self.rfx_variance_prior_shape = rfx_variance_prior_shape
-        self.rfx_variance_prior_scale = rfx_variance_prior_scale
-        self.n_threads = n_threads
+        self._set_params(locals())
 
     # -------------------------------------------------------------- checks
     def _checked(self) -> dict:

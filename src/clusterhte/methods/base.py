@@ -141,6 +141,11 @@ class Estimator:
         sig = inspect.signature(cls.__init__)
         return {p: sig.parameters[p].default for p in cls.param_names()}
 
+    def _set_params(self, values: dict) -> None:
+        """Store every hyperparameter under its own name (call with ``locals()`` in ``__init__``)."""
+        for k in self.param_names():
+            setattr(self, k, values[k])
+
     def get_params(self) -> dict:
         return {p: getattr(self, p) for p in self.param_names()}
 

@@ -104,28 +104,7 @@ class MBCF(Estimator):
                  rfx_variance_prior_scale: float = 1.0, n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
-        self.num_trees_control = num_trees_control
-        self.alpha_control = alpha_control
-        self.beta_control = beta_control
-        self.sd_control = sd_control
-        self.sample_sigma2_leaf_control = sample_sigma2_leaf_control
-        self.num_trees_moderate = num_trees_moderate
-        self.alpha_moderate = alpha_moderate
-        self.beta_moderate = beta_moderate
-        self.sd_moderate = sd_moderate
-        self.adaptive_coding = adaptive_coding
-        self.sample_intercept = sample_intercept
-        self.sigdf = sigdf
-        self.sigquant = sigquant
-        self.num_burnin = num_burnin
-        self.num_mcmc = num_mcmc
-        self.num_chains = num_chains
-        self.keep_every = keep_every
-        self.num_gfr = num_gfr
-        self.min_samples_leaf = min_samples_leaf
-        self.rfx_variance_prior_shape = rfx_variance_prior_shape
-        self.rfx_variance_prior_scale = rfx_variance_prior_scale
-        self.n_threads = n_threads
+        self._set_params(locals())
 
     def _checked(self) -> dict:
         m = self.name

@@ -112,16 +112,7 @@ class CausalForest(Estimator):
                  yhat_folds: int = 5, n_half_samples: int = 50, half_sample_trees: int = 500,
                  n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
-        self.n_estimators = n_estimators
-        self.min_samples_leaf = min_samples_leaf
-        self.max_samples = max_samples
-        self.honest = honest
-        self.yhat_trees = yhat_trees
-        self.yhat_min_samples_leaf = yhat_min_samples_leaf
-        self.yhat_folds = yhat_folds
-        self.n_half_samples = n_half_samples
-        self.half_sample_trees = half_sample_trees
-        self.n_threads = n_threads
+        self._set_params(locals())
 
     # ------------------------------------------------------------------ checks
     def _check(self, train: TrialData) -> None:

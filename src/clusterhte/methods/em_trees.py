@@ -317,15 +317,7 @@ class MERF(_EMTrees):
                  learner_form: str = "t", n_bootstrap: int = 50, n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
-        self.learner_form = learner_form
-        self.n_estimators = n_estimators
-        self.min_samples_leaf = min_samples_leaf
-        self.max_features = max_features
-        self.max_iter = max_iter
-        self.tol = tol
-        self.project_cluster_constant = project_cluster_constant
-        self.n_bootstrap = n_bootstrap
-        self.n_threads = n_threads
+        self._set_params(locals())
 
     def _check(self) -> None:
         super()._check()
@@ -390,17 +382,7 @@ class MEGB(_EMTrees):
                  tol: float = 1e-3, project_cluster_constant: bool = True, learner_form: str = "t",
                  n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
-        self.learner_form = learner_form
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.max_depth = max_depth
-        self.min_samples_leaf = min_samples_leaf
-        self.subsample = subsample
-        self.max_iter = max_iter
-        self.tol = tol
-        self.project_cluster_constant = project_cluster_constant
-        self.n_bootstrap = n_bootstrap
-        self.n_threads = n_threads
+        self._set_params(locals())
 
     def _check(self) -> None:
         super()._check()

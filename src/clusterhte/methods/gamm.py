@@ -248,12 +248,7 @@ class GAMM(Estimator):
     def __init__(self, n_basis: int = 6, degree: int = 3, diff_order: int = 2, method: str = "REML",
                  min_unique_smooth: int = 10, random_effect: bool = True, random_state: int | None = None):
         super().__init__(random_state)
-        self.n_basis = n_basis
-        self.degree = degree
-        self.diff_order = diff_order
-        self.method = method
-        self.min_unique_smooth = min_unique_smooth
-        self.random_effect = random_effect
+        self._set_params(locals())
         if not isinstance(method, str) or method.upper() not in ("REML", "GCV"):
             raise MethodError(f"method 'gamm': hyperparameter 'method' must be 'REML' or 'GCV', got {method!r}")
         for hp in ("n_basis", "degree", "diff_order", "min_unique_smooth"):

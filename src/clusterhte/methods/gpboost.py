@@ -84,15 +84,7 @@ class GPBoost(Estimator):
                  project_cluster_constant: bool = True, n_bootstrap: int = 50, n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
-        self.learning_rate = learning_rate
-        self.max_depth = max_depth
-        self.min_samples_leaf = min_samples_leaf
-        self.max_rounds = max_rounds
-        self.cv_folds = cv_folds
-        self.early_stopping_rounds = early_stopping_rounds
-        self.project_cluster_constant = project_cluster_constant
-        self.n_bootstrap = n_bootstrap
-        self.n_threads = n_threads
+        self._set_params(locals())
 
     def _check(self, train: TrialData) -> None:
         check_positive(self, learning_rate=self.learning_rate, max_depth=self.max_depth,

@@ -55,8 +55,7 @@ class LMM(Estimator):
 
     def __init__(self, interactions: list | None = None, reml: bool = True, random_state: int | None = None):
         super().__init__(random_state)
-        self.interactions = interactions
-        self.reml = reml
+        self._set_params(locals())
         if interactions is not None and (not isinstance(interactions, (list, tuple))
                                          or not all(isinstance(c, str) for c in interactions)):
             raise MethodError(f"method 'lmm': hyperparameter 'interactions' must be a list of covariate "

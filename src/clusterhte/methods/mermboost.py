@@ -367,20 +367,7 @@ class Mermboost(Estimator):
                  random_effect: bool = True, correct_re: bool = True, correct_interactions: bool = True,
                  n_bootstrap: int = 200, random_state: int | None = None):
         super().__init__(random_state)
-        self.nu = nu
-        self.mstop = mstop
-        self.mstop_max = mstop_max
-        self.cv_folds = cv_folds
-        self.df = df
-        self.n_knots = n_knots
-        self.degree = degree
-        self.diff_order = diff_order
-        self.min_unique_smooth = min_unique_smooth
-        self.interactions = interactions
-        self.random_effect = random_effect
-        self.correct_re = correct_re
-        self.correct_interactions = correct_interactions
-        self.n_bootstrap = n_bootstrap
+        self._set_params(locals())
         self._check()
 
     # ------------------------------------------------------------------ checks

@@ -149,11 +149,7 @@ class _Weighting(Estimator):
                  nlambda: int = 100, lambda_min_ratio: float | None = None, max_refits: int = 5,
                  random_state: int | None = None):
         super().__init__(random_state)
-        self.penalized_moderators = penalized_moderators
-        self.nfolds = nfolds
-        self.nlambda = nlambda
-        self.lambda_min_ratio = lambda_min_ratio
-        self.max_refits = max_refits
+        self._set_params(locals())
 
     # ------------------------------------------------------------------ pieces
     def _check_params(self) -> None:
