@@ -154,4 +154,5 @@ def test_half_sampling_ate_coverage():
                            random_state=rep).fit(td).predict(td)
         _, lo, hi = res.ate()
         hits.append(lo <= tau.mean() <= hi)
+    print(f"\ncf: the half-sampling ATE interval covered the true ATE in {np.mean(hits):.3f} of 40 replicates")
     assert np.mean(hits) >= 0.85
