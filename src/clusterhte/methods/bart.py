@@ -100,6 +100,58 @@ def check_float(method: str, name: str, value, low: float | None = None, high: f
     return v
 
 
+def check_sampler(est) -> dict:
+    """Checked values of the hyperparameters every stochtree sampler here shares (residual-variance
+    prior, chain layout, leaf size, random-effect prior, threads), keyed by name."""
+    m = est.name or type(est).__name__
+    p = {
+        "sigdf": check_float(m, "sigdf", est.sigdf, 0.0),
+        "sigquant": check_float(m, "sigquant", est.sigquant, 0.0, 1.0),
+        "num_burnin": check_int(m, "num_burnin", est.num_burnin, 0),
+        "num_mcmc": check_int(m, "num_mcmc", est.num_mcmc, 2),
+        "num_chains": check_int(m, "num_chains", est.num_chains, 1),
+        "keep_every": check_int(m, "keep_every", est.keep_every, 1),
+        "num_gfr": check_int(m, "num_gfr", est.num_gfr, 0),
+        "min_samples_leaf": check_int(m, "min_samples_leaf", est.min_samples_leaf, 1),
+        "rfx_variance_prior_shape": check_float(m, "rfx_variance_prior_shape",
+                                                est.rfx_variance_prior_shape, 0.0),
+        "rfx_variance_prior_scale": check_float(m, "rfx_variance_prior_scale",
+                                                est.rfx_variance_prior_scale, 0.0),
+        "n_threads": check_int(m, "n_threads", est.n_threads, -1),
+    }
+    if p["n_threads"] == 0:
+        raise MethodError(f"method '{m}': hyperparameter 'n_threads' must be >= 1 (or -1 for all cores)")
+    if 0 < p["num_gfr"] < p["num_chains"]:
+        raise MethodError(
+            f"method '{m}': hyperparameter 'num_gfr' ({p['num_gfr']}) must be 0 or >= num_chains "
+            f"({p['num_chains']}): each chain starts from its own grow-from-root ensemble")
+    return p
+
+
+def with_defaults(base: type, **defaults):
+    """An ``__init__`` for a subclass of ``base`` that differs only in hyperparameter defaults.
+
+    The returned function carries ``base.__init__``'s signature with ``defaults`` substituted
+    (so ``default_params``/``get_params`` see the subclass's values) and calls ``base.__init__``.
+    """
+    import inspect
+
+    sig = inspect.signature(base.__init__)
+    unknown = set(defaults) - set(sig.parameters)
+    if unknown:
+        raise TypeError(f"{base.__name__} has no hyperparameter(s) {sorted(unknown)}")
+    sig = sig.replace(parameters=[q.replace(default=defaults[q.name]) if q.name in defaults else q
+                                  for q in sig.parameters.values()])
+
+    def __init__(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        base.__init__(**bound.arguments)
+
+    __init__.__signature__ = sig
+    return __init__
+
+
 def random_seed(random_state) -> int | None:
     """The integer seed handed to stochtree's C++ generator (None: seeded from the OS)."""
     if random_state is None:
@@ -213,32 +265,13 @@ class StochtreeRandomInterceptBART(Estimator):
     # -------------------------------------------------------------- checks
     def _checked(self) -> dict:
         m = self.name or type(self).__name__
-        p = {
+        return {
             "num_trees": check_int(m, "num_trees", self.num_trees, 1),
             "alpha": check_float(m, "alpha", self.alpha, 0.0, 1.0),
             "beta": check_float(m, "beta", self.beta, 0.0, None, open_low=False),
             "k": check_float(m, "k", self.k, 0.0),
-            "sigdf": check_float(m, "sigdf", self.sigdf, 0.0),
-            "sigquant": check_float(m, "sigquant", self.sigquant, 0.0, 1.0),
-            "num_burnin": check_int(m, "num_burnin", self.num_burnin, 0),
-            "num_mcmc": check_int(m, "num_mcmc", self.num_mcmc, 2),
-            "num_chains": check_int(m, "num_chains", self.num_chains, 1),
-            "keep_every": check_int(m, "keep_every", self.keep_every, 1),
-            "num_gfr": check_int(m, "num_gfr", self.num_gfr, 0),
-            "min_samples_leaf": check_int(m, "min_samples_leaf", self.min_samples_leaf, 1),
-            "rfx_variance_prior_shape": check_float(m, "rfx_variance_prior_shape",
-                                                    self.rfx_variance_prior_shape, 0.0),
-            "rfx_variance_prior_scale": check_float(m, "rfx_variance_prior_scale",
-                                                    self.rfx_variance_prior_scale, 0.0),
-            "n_threads": check_int(m, "n_threads", self.n_threads, -1),
+            **check_sampler(self),
         }
-        if p["n_threads"] == 0:
-            raise MethodError(f"method '{m}': hyperparameter 'n_threads' must be >= 1 (or -1 for all cores)")
-        if 0 < p["num_gfr"] < p["num_chains"]:
-            raise MethodError(
-                f"method '{m}': hyperparameter 'num_gfr' ({p['num_gfr']}) must be 0 or >= num_chains "
-                f"({p['num_chains']}): each chain starts from its own grow-from-root ensemble")
-        return p
 
     # -------------------------------------------------------------- fit / predict
     def _design(self, data: TrialData, treatment: np.ndarray) -> np.ndarray:
@@ -337,15 +370,8 @@ class RiBART(StochtreeRandomInterceptBART):
     name = "ribart"
     label = "riBART"
 
-    def __init__(self, num_trees: int = 75, alpha: float = 0.95, beta: float = 2.0, k: float = 2.0,
-                 sigdf: float = 3.0, sigquant: float = 0.9, num_burnin: int = 1500,
-                 num_mcmc: int = 1500, num_chains: int = 4, keep_every: int = 5, num_gfr: int = 0,
-                 min_samples_leaf: int = 5, rfx_variance_prior_shape: float = 1.0,
-                 rfx_variance_prior_scale: float = 1.0, n_threads: int = 1,
-                 random_state: int | None = None):
-        super().__init__(num_trees, alpha, beta, k, sigdf, sigquant, num_burnin, num_mcmc,
-                         num_chains, keep_every, num_gfr, min_samples_leaf,
-                         rfx_variance_prior_shape, rfx_variance_prior_scale, n_threads, random_state)
+    __init__ = with_defaults(StochtreeRandomInterceptBART, num_trees=75, num_burnin=1500, num_mcmc=1500,
+                             num_chains=4, keep_every=5)
 
 
 class MixedBART(StochtreeRandomInterceptBART):
@@ -361,15 +387,8 @@ class MixedBART(StochtreeRandomInterceptBART):
     name = "mixedbart"
     label = "mixedBART"
 
-    def __init__(self, num_trees: int = 200, alpha: float = 0.95, beta: float = 2.0, k: float = 2.0,
-                 sigdf: float = 3.0, sigquant: float = 0.9, num_burnin: int = 100,
-                 num_mcmc: int = 1000, num_chains: int = 1, keep_every: int = 1, num_gfr: int = 0,
-                 min_samples_leaf: int = 5, rfx_variance_prior_shape: float = 1.0,
-                 rfx_variance_prior_scale: float = 1.0, n_threads: int = 1,
-                 random_state: int | None = None):
-        super().__init__(num_trees, alpha, beta, k, sigdf, sigquant, num_burnin, num_mcmc,
-                         num_chains, keep_every, num_gfr, min_samples_leaf,
-                         rfx_variance_prior_shape, rfx_variance_prior_scale, n_threads, random_state)
+    __init__ = with_defaults(StochtreeRandomInterceptBART, num_trees=200, num_burnin=100, num_mcmc=1000,
+                             num_chains=1, keep_every=1)
 
 
 class Stan4BART(StochtreeRandomInterceptBART):
@@ -385,12 +404,5 @@ class Stan4BART(StochtreeRandomInterceptBART):
     name = "stan4bart"
     label = "stan4bart"
 
-    def __init__(self, num_trees: int = 75, alpha: float = 0.95, beta: float = 2.0, k: float = 2.0,
-                 sigdf: float = 3.0, sigquant: float = 0.9, num_burnin: int = 1000,
-                 num_mcmc: int = 1000, num_chains: int = 4, keep_every: int = 1, num_gfr: int = 0,
-                 min_samples_leaf: int = 5, rfx_variance_prior_shape: float = 1.0,
-                 rfx_variance_prior_scale: float = 1.0, n_threads: int = 1,
-                 random_state: int | None = None):
-        super().__init__(num_trees, alpha, beta, k, sigdf, sigquant, num_burnin, num_mcmc,
-                         num_chains, keep_every, num_gfr, min_samples_leaf,
-                         rfx_variance_prior_shape, rfx_variance_prior_scale, n_threads, random_state)
+    __init__ = with_defaults(StochtreeRandomInterceptBART, num_trees=75, num_burnin=1000, num_mcmc=1000,
+                             num_chains=4, keep_every=1)

@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from clusterhte.data.trial import TrialData
-from clusterhte.methods.bart import (check_float, check_int, features, quantile_interval,
+from clusterhte.methods.bart import (check_float, check_int, check_sampler, features, quantile_interval,
                                      random_seed, rfx_variance_draws, sigma_prior)
 from clusterhte.methods.base import CateResult, Estimator, MethodError
 
@@ -117,31 +117,13 @@ class MBCF(Estimator):
             "alpha_moderate": check_float(m, "alpha_moderate", self.alpha_moderate, 0.0, 1.0),
             "beta_moderate": check_float(m, "beta_moderate", self.beta_moderate, 0.0, None, open_low=False),
             "sd_moderate": check_float(m, "sd_moderate", self.sd_moderate, 0.0),
-            "sigdf": check_float(m, "sigdf", self.sigdf, 0.0),
-            "sigquant": check_float(m, "sigquant", self.sigquant, 0.0, 1.0),
-            "num_burnin": check_int(m, "num_burnin", self.num_burnin, 0),
-            "num_mcmc": check_int(m, "num_mcmc", self.num_mcmc, 2),
-            "num_chains": check_int(m, "num_chains", self.num_chains, 1),
-            "keep_every": check_int(m, "keep_every", self.keep_every, 1),
-            "num_gfr": check_int(m, "num_gfr", self.num_gfr, 0),
-            "min_samples_leaf": check_int(m, "min_samples_leaf", self.min_samples_leaf, 1),
-            "rfx_variance_prior_shape": check_float(m, "rfx_variance_prior_shape",
-                                                    self.rfx_variance_prior_shape, 0.0),
-            "rfx_variance_prior_scale": check_float(m, "rfx_variance_prior_scale",
-                                                    self.rfx_variance_prior_scale, 0.0),
-            "n_threads": check_int(m, "n_threads", self.n_threads, -1),
+            **check_sampler(self),
         }
         for b in ("sample_sigma2_leaf_control", "adaptive_coding", "sample_intercept"):
             v = getattr(self, b)
             if not isinstance(v, (bool, np.bool_)):
                 raise MethodError(f"method '{m}': hyperparameter '{b}' must be true/false, got {v!r}")
             p[b] = bool(v)
-        if p["n_threads"] == 0:
-            raise MethodError(f"method '{m}': hyperparameter 'n_threads' must be >= 1 (or -1 for all cores)")
-        if 0 < p["num_gfr"] < p["num_chains"]:
-            raise MethodError(
-                f"method '{m}': hyperparameter 'num_gfr' ({p['num_gfr']}) must be 0 or >= num_chains "
-                f"({p['num_chains']}): each chain starts from its own grow-from-root ensemble")
         return p
 
     def _fit(self, train: TrialData) -> None:
