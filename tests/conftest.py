@@ -62,3 +62,23 @@ def crt_constant():
     method's random intercept absorbs the cluster-level effect, not sampling luck.
     """
     return make_crt(15, "constant")
+
+
+def lmm_ate(trial: TrialData, formula: str | None = None, reml: bool = True) -> tuple[float, float, float]:
+    """Random-intercept LMM of the outcome on treatment and the covariates (statsmodels), the
+    reference for the CRT estimators' average effect: (ATE, its SE, the random-effect variance).
+    ``formula`` replaces the default ``outcome ~ treatment + <covariates>``."""
+    import statsmodels.formula.api as smf
+
+    f = trial.frame
+    formula = formula or "outcome ~ treatment + " + " + ".join(trial.covariates)
+    r = smf.mixedlm(formula, f, groups=f["cluster"]).fit(reml=reml)
+    return float(r.params["treatment"]), float(r.bse["treatment"]), float(r.cov_re.iloc[0, 0])
+
+
+def small_multisite() -> TrialData:
+    """Six sites of 20 with both arms in each: data a CRT-only method must refuse."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"cluster": np.repeat(np.arange(6), 20), "treatment": np.tile([0.0, 1.0], 60),
+                          "outcome": rng.normal(size=120), "X1": rng.normal(size=120)})
+    return TrialData(frame, "multisite", ("X1",)).validate()

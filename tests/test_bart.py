@@ -12,7 +12,7 @@ from clusterhte import methods
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import MethodError
 
-from conftest import make_crt
+from conftest import lmm_ate, make_crt
 
 NAMES = ["ribart", "mixedbart", "stan4bart"]
 QUICK = dict(num_burnin=50, num_mcmc=50, num_chains=1, keep_every=1)
@@ -29,16 +29,6 @@ def fitted(name: str, trial: TrialData, settings: dict, seed: int = 0):
         est = methods.make(name, settings, random_state=seed).fit(trial)
         _FITS[key] = (est, est.predict(trial))
     return _FITS[key]
-
-
-def lmm_ate(trial: TrialData) -> tuple[float, float, float]:
-    """Correctly specified random-intercept LMM (statsmodels REML): ATE, its SE and the RE variance."""
-    import statsmodels.formula.api as smf
-
-    f = trial.frame
-    r = smf.mixedlm("outcome ~ treatment + " + " + ".join(trial.covariates), f,
-                    groups=f["cluster"]).fit(reml=True)
-    return float(r.params["treatment"]), float(r.bse["treatment"]), float(r.cov_re.iloc[0, 0])
 
 
 # ------------------------------------------------------------------ interface and defaults

@@ -10,12 +10,11 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from clusterhte.data.trial import TrialData
 from clusterhte.methods import get
 from clusterhte.methods.base import MethodError
 from clusterhte.methods.causal_forest import CausalForest, cluster_folds, cluster_half_sample
 
-from conftest import make_crt
+from conftest import make_crt, small_multisite
 
 QUICK = dict(n_estimators=200, yhat_trees=100, yhat_folds=3, n_half_samples=0)
 
@@ -122,10 +121,7 @@ def test_new_clusters_and_reproducibility(cf_linear, crt_linear):
 
 
 def test_multisite_refused_and_bad_hyperparameters(crt_linear):
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"cluster": np.repeat(np.arange(6), 20), "treatment": np.tile([0.0, 1.0], 60),
-                          "outcome": rng.normal(size=120), "X1": rng.normal(size=120)})
-    ms = TrialData(frame, "multisite", ("X1",)).validate()
+    ms = small_multisite()
     with pytest.raises(MethodError, match="cf"):
         CausalForest(**QUICK).fit(ms)
     td, _ = crt_linear

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 from sklearn.linear_model import LinearRegression
@@ -17,7 +16,7 @@ from clusterhte.methods.base import MethodError
 from clusterhte.methods.em_trees import (MEGB, MERF, cluster_constant_mask, cluster_projector,
                                          em_random_intercept, features)
 
-from conftest import make_crt
+from conftest import lmm_ate, make_crt, small_multisite
 
 QUICK = {"merf": dict(n_estimators=50, max_iter=5, n_bootstrap=0),
          "megb": dict(n_estimators=100, max_iter=10, n_bootstrap=0)}
@@ -26,9 +25,7 @@ CLASSES = {"merf": MERF, "megb": MEGB}
 
 def lmm_effect(td: TrialData) -> float:
     """Treatment coefficient of the correctly specified random-intercept LMM (REML)."""
-    f = td.frame
-    m = smf.mixedlm("outcome ~ treatment + X1 + X2 + X3 + V1", f, groups=f["cluster"]).fit(reml=True)
-    return float(m.params["treatment"])
+    return lmm_ate(td, "outcome ~ treatment + X1 + X2 + X3 + V1")[0]
 
 
 def test_registry_names_the_classes():
@@ -135,7 +132,7 @@ def test_new_clusters_and_reproducibility(crt_linear):
 
 def test_bootstrap_intervals_contain_point_and_widen_with_fewer_clusters():
     kw = dict(n_estimators=100, max_iter=4, n_bootstrap=12)
-    widths, ates = [], []
+    widths = []
     for M in (40, 10):
         td, _ = make_crt(31, "linear", M=M)
         res = MEGB(**kw, random_state=7).fit(td).predict(td)
@@ -149,11 +146,7 @@ def test_bootstrap_intervals_contain_point_and_widen_with_fewer_clusters():
 
 
 def test_multisite_data_refused():
-    rng = np.random.default_rng(0)
-    n = 120
-    frame = pd.DataFrame({"cluster": np.repeat(np.arange(6), 20), "treatment": np.tile([0.0, 1.0], 60),
-                          "outcome": rng.normal(size=n), "X1": rng.normal(size=n)})
-    ms = TrialData(frame, "multisite", ("X1",)).validate()
+    ms = small_multisite()
     with pytest.raises(MethodError, match="merf.*crt"):
         MERF(**QUICK["merf"]).fit(ms)
 

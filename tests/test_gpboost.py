@@ -6,23 +6,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
-import statsmodels.formula.api as smf
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods import get
 from clusterhte.methods.base import MethodError
 from clusterhte.methods.gpboost import GPBoost
 
-from conftest import make_crt
+from conftest import lmm_ate, make_crt, small_multisite
 
 QUICK = dict(learning_rate=0.1, max_rounds=300, n_bootstrap=0)
 
 
 def lmm_effect(td: TrialData, formula: str, reml: bool) -> float:
-    f = td.frame
-    return float(smf.mixedlm(formula, f, groups=f["cluster"]).fit(reml=reml).params["treatment"])
+    return lmm_ate(td, formula, reml)[0]
 
 
 def test_registry():
@@ -90,10 +87,7 @@ def test_new_clusters_and_reproducibility(crt_linear):
 
 
 def test_multisite_refused_and_bad_hyperparameters(crt_linear):
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"cluster": np.repeat(np.arange(6), 20), "treatment": np.tile([0.0, 1.0], 60),
-                          "outcome": rng.normal(size=120), "X1": rng.normal(size=120)})
-    ms = TrialData(frame, "multisite", ("X1",)).validate()
+    ms = small_multisite()
     with pytest.raises(MethodError, match="gpboost"):
         GPBoost(**QUICK).fit(ms)
     td, _ = crt_linear

@@ -1,6 +1,5 @@
 """Parquet I/O: provenance round trip, atomic writes, clear errors on bad files."""
 
-import json
 import os
 
 import numpy as np
@@ -8,7 +7,6 @@ import pandas as pd
 import pytest
 
 from clusterhte import io
-from clusterhte.data.trial import TrialData
 
 
 def test_provenance_round_trip(tmp_path):

@@ -12,7 +12,6 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 from clusterhte import methods
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import MethodError
-from clusterhte.methods.qlearning import QDesign
 
 Q = ["q-base", "q-fe", "q-ri", "q-rs", "q-dm", "q-dm-ri", "q-dm-rs"]
 XN = ("X1", "X2", "X3", "X4", "X5")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterhte.data.trial import TrialData, TrialDataError, make_trial
+from clusterhte.data.trial import TrialDataError, make_trial
 
 
 def base_crt():

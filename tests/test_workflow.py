@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from clusterhte import io
-from workflow_utils import ROOT, planned_jobs, snakemake, workdir
+from workflow_utils import planned_jobs, snakemake, workdir
 
 TINY = {
     "seed": 5, "reps_per_chunk": 2,

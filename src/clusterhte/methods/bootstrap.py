@@ -13,7 +13,6 @@ from dataclasses import replace
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
 from clusterhte.data.trial import TrialData
 
