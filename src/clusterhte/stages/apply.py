@@ -30,12 +30,12 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
 
     extra = {}
 
-    def diagnostics(rep, est, train):
+    def diagnostics(rep, est, train, results):
         try:
             extra["outcome"] = est.predict_outcome(train)
         except NotImplementedError:
             pass
-        extra["estimator"] = est
+        extra["draws"] = results["all"].draws
 
     out = fit_replicates([(0, trial, {"all": trial})], study="apply", cell="all",
                          method=method, params=params, root_seed=seed,
@@ -54,7 +54,7 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
         ppc = pd.DataFrame({c: pd.Series(dtype=float) for c in
                             ("observed", "replicated_mean", "lower", "upper", "p_value")})
         ppc.insert(0, "statistic", pd.Series(dtype=str))
-    return out, ppc, draws_table(extra["estimator"].predict(trial).draws, trial.n)
+    return out, ppc, draws_table(extra["draws"], trial.n)
 
 
 def draws_table(draws: np.ndarray | None, n: int) -> pd.DataFrame:

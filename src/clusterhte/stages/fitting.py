@@ -29,7 +29,9 @@ def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialDat
     """Fit ``method`` on each (rep, train, {split: prediction table}) and stack the predictions.
 
     ``threads`` (the rule's core count) is passed to estimators that take ``n_threads``; it is not
-    a hyperparameter, so it does not enter the provenance or trigger reruns.
+    a hyperparameter, so it does not enter the provenance or trigger reruns. ``on_fitted(rep, est,
+    train, results)``, when given, sees each fitted estimator and its predictions ({split:
+    CateResult}) before they are tabulated (e.g. for outcome diagnostics and draws).
     """
     params = with_threads(method, params, threads)
     parts = []
@@ -41,10 +43,10 @@ def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialDat
         try:
             est = methods.make(method, params, random_state=seed)
             est.fit(train)
-            if on_fitted is not None:
-                on_fitted(rep, est, train)
             for split, td in preds.items():
                 results[split] = est.predict(td)
+            if on_fitted is not None:
+                on_fitted(rep, est, train, results)
         except methods.MethodError:
             raise  # a configuration problem, not a replicate failure
         except Exception as e:  # noqa: BLE001 - record and go on, as the study design requires
