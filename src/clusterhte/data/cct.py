@@ -148,7 +148,7 @@ def _code_ordered_factor(s: pd.Series, labels: dict) -> pd.Series:
     """Labelled values (labels, or unlabelled codes as numbers) -> the R factor of readstata13."""
     lab = {str(v) for v in labels.values()}
     obj = s.astype(object)
-    to_str = {v: (str(v) if str(v) in lab else _level_str(float(v)) if _is_number(v) else str(v))
+    to_str = {v: (str(v) if str(v) in lab else _level_str(float(v)) if is_number(v) else str(v))
               for v in pd.unique(obj.dropna())}
     return pd.Series(_labelled_categorical(obj.map(to_str), labels), index=s.index, name=s.name)
 
@@ -166,7 +166,7 @@ def _labelled_categorical(values: pd.Series, labels: dict) -> pd.Categorical:
     entries = {str(v): float(k) for k, v in labels.items()}
     for v in pd.unique(values.dropna()):
         if v not in entries:
-            entries[v] = float(v) if _is_number(v) else np.inf
+            entries[v] = float(v) if is_number(v) else np.inf
     cats = sorted(entries, key=lambda c: (entries[c], c))
     return pd.Categorical(values, categories=cats)
 
@@ -175,11 +175,12 @@ def category_codes(s: pd.Series, labels: dict) -> np.ndarray:
     """Inverse of :func:`factor_from_codes`: Stata codes (float, NaN for missing) of a labelled column."""
     by_label = {str(v): float(k) for k, v in labels.items()}
     obj = s.astype(object)
-    to_code = {v: by_label.get(str(v), float(v) if _is_number(v) else np.nan) for v in pd.unique(obj.dropna())}
+    to_code = {v: by_label.get(str(v), float(v) if is_number(v) else np.nan) for v in pd.unique(obj.dropna())}
     return obj.map(to_code).to_numpy(dtype=float, na_value=np.nan)
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
+    """Whether ``v`` converts to a float (a code rather than a label)."""
     try:
         float(v)
         return True
@@ -269,7 +270,7 @@ def clean(raw: pd.DataFrame, reference_row_order: bool = False) -> tuple[pd.Data
 
     # step 1: s_sexo == "0" -> 0 else 1 (missing stays missing)
     sex = dat["s_sexo"].astype(object)
-    zero = {v: (_level_str(float(v)) if _is_number(v) else str(v)) == "0" for v in pd.unique(sex.dropna())}
+    zero = {v: (_level_str(float(v)) if is_number(v) else str(v)) == "0" for v in pd.unique(sex.dropna())}
     is0 = sex.map(zero).fillna(False).to_numpy(dtype=bool)
     dat["s_sexo"] = np.where(sex.isna().to_numpy(), np.nan, np.where(is0, 0.0, 1.0))
 

@@ -29,6 +29,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
+from clusterhte.data.cct import is_number
 from clusterhte.evaluate.otr_metrics import congruence_matrix
 from clusterhte.plots.otr import GROUP_COLORS, METHOD_LABELS, congruence_heatmap, method_group, method_key
 
@@ -172,7 +173,7 @@ def benefit_by_grade(scores: pd.DataFrame, grade, methods: Sequence[str] = ("q-d
     g = pd.Series(_aligned(grade, len(w), "grade"))
     if g.isna().any():
         raise ValueError("grade has missing values")
-    levels = sorted(g.unique(), key=lambda v: (float(v) if _num(v) else np.inf, str(v)))
+    levels = sorted(g.unique(), key=lambda v: (float(v) if is_number(v) else np.inf, str(v)))
     ncol = 2 if len(keys) > 1 else 1
     nrow = int(np.ceil(len(keys) / ncol))
     fig = Figure(figsize=(5.4 * ncol, 3.4 * nrow + 0.6))
@@ -222,16 +223,9 @@ def treated_share_hist(frame: pd.DataFrame, synthetic: bool = False, bins: int =
     return fig
 
 
-def _num(v) -> bool:
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
-
 
 def _fmt_level(v) -> str:
-    return str(int(float(v))) if _num(v) and float(v).is_integer() else str(v)
+    return str(int(float(v))) if is_number(v) and float(v).is_integer() else str(v)
 
 
 __all__ = ["CCT_ORDER", "SYNTHETIC_TAG", "benefit_by_grade", "congruence", "recommended_by_income",
