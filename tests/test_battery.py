@@ -1,0 +1,92 @@
+"""The CRT scenario battery: every estimator against the bounds a trial statistician needs.
+
+CI version: each method on the scenarios that break estimators (null effect, cluster-level
+modifier, 10 clusters of sizes 3-80) at the quick settings, 2 replicates. The slow version
+(``make test-slow``) runs all seven scenarios over 20 replicates and checks pointwise coverage on
+the linear and nonlinear scenarios; it prints the method x scenario table.
+
+Bounds (issue "CRT-CATE estimators you can trust"): no failure anywhere; null effect: CATE SD
+< 0.25 and 95% intervals containing 0 for >= 90% of rows; cluster-covariate modifier: correlation
+with the truth >= 0.6 and mean CATE within 0.25 of the true ATE; pointwise coverage in
+[0.85, 0.995] on the linear and nonlinear scenarios (slow).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from clusterhte import methods
+from clusterhte.evaluate import battery
+
+QUICK = battery.settings("quick")
+
+
+def _check_bounds(per_rep: pd.DataFrame) -> list[str]:
+    bad = []
+    failed = per_rep[per_rep["failed"] > 0]
+    for _, r in failed.iterrows():
+        bad.append(f"{r['method']} failed on {r['scenario']} rep {r['rep']}: {r['error']}")
+    s = battery.summarise(per_rep[per_rep["failed"] == 0]).set_index(["method", "scenario"])
+    for (m, sc), r in s.iterrows():
+        if sc == "null":
+            if not r["cate_sd"] < 0.25:
+                bad.append(f"{m} null: CATE SD {r['cate_sd']:.3f} >= 0.25")
+            if not r["zero_in_interval"] >= 0.90:
+                bad.append(f"{m} null: intervals contain 0 for {r['zero_in_interval']:.3f} < 0.90 of rows")
+        if sc == "cluster":
+            if not r["corr"] >= 0.6:
+                bad.append(f"{m} cluster: correlation with truth {r['corr']:.3f} < 0.6")
+            if not abs(r["ate_error"]) <= 0.25:
+                bad.append(f"{m} cluster: mean CATE off the ATE by {r['ate_error']:.3f}")
+        if sc in ("linear", "nonlinear"):
+            if not 0.85 <= r["coverage"] <= 0.995:
+                bad.append(f"{m} {sc}: pointwise coverage {r['coverage']:.3f} outside [0.85, 0.995]")
+    return bad
+
+
+@pytest.mark.parametrize("method", methods.CRT_METHODS)
+def test_battery_quick(method):
+    per_rep = battery.run([method], ["null", "cluster", "small"], reps=2, params=QUICK, log=None)
+    assert len(per_rep) == 6
+    bad = _check_bounds(per_rep)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.slow
+def test_battery_full():
+    per_rep = battery.run(methods.CRT_METHODS, list(battery.SCENARIOS), reps=20, params=QUICK)
+    table = battery.summarise(per_rep)
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print("\n" + table.round(3).to_string(index=False))
+    bad = _check_bounds(per_rep)
+    assert not bad, "\n".join(bad)
+
+
+def test_scenarios_match_their_definition():
+    import numpy as np
+
+    from clusterhte import seeds
+    from clusterhte.simulate.battery import SCENARIOS, simulate
+
+    for name, sc in SCENARIOS.items():
+        trial, tau = simulate(name, seeds.rng(1, "battery-check", name))
+        codes = trial.cluster_codes
+        assert codes.max() + 1 == sc.n_clusters
+        sizes = np.bincount(codes)
+        assert sizes.min() >= sc.size_lo and sizes.max() <= sc.size_hi
+        arm = np.bincount(codes, weights=trial.treatment) / sizes
+        assert set(arm) == {0.0, 1.0} and arm.sum() == sc.n_clusters // 2
+        assert tau.shape == (trial.n,)
+    # large draws: outcome variance about 1 under the null, cluster modifier SD 0.8
+    from dataclasses import replace
+
+    big = replace(SCENARIOS["null"], n_clusters=2000)
+    trial, tau = simulate(big, seeds.rng(2, "battery-check"))
+    assert np.all(tau == 0)
+    assert abs(np.var(trial.outcome) - 1.0) < 0.05
+    trial, tau = simulate(replace(SCENARIOS["cluster"], n_clusters=4000), seeds.rng(3, "battery-check"))
+    assert abs(tau.std() - 0.8) < 0.03
+    # tau is constant within cluster
+    mean_tau = np.bincount(trial.cluster_codes, weights=tau) / np.bincount(trial.cluster_codes)
+    assert np.allclose(mean_tau[trial.cluster_codes], tau)
