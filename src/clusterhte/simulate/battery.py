@@ -91,6 +91,8 @@ def simulate(scenario: str | Scenario, rng: np.random.Generator) -> tuple[TrialD
     A[rng.permutation(J)[: J // 2]] = 1
     V1 = rng.normal(size=J)
     V2 = rng.binomial(1, 0.5, J).astype(float)
+    while np.ptp(V2) == 0:  # a constant covariate is no covariate (chance 2^(1-J)); redraw it
+        V2 = rng.binomial(1, 0.5, J).astype(float)
     X = {"X1": rng.normal(size=n), "X2": rng.normal(size=n),
          "X3": rng.binomial(1, 0.5, n).astype(float), "X4": rng.uniform(-1, 1, n),
          "V1": V1[cl], "V2": V2[cl]}
