@@ -58,7 +58,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["t_interval", "VarCompInference", "varcomp_inference", "penalized_satterthwaite",
-           "DDF_METHODS"]
+           "penalized_information", "DDF_METHODS"]
 
 DDF_METHODS = ("kenward-roger", "satterthwaite", "none")
 
@@ -86,7 +86,8 @@ class VarCompInference:
 
     Phi : (p, p) ``(X'V^{-1}X)^{-1}``; P : (K, p, p) the ``P_k``; W_exp : (K, K) inverse expected
     information; W_obs : inverse observed information (``None`` when not positive definite or a
-    variance is on the boundary); Phi_A : Kenward-Roger adjusted covariance.
+    variance is on the boundary); Phi_A : Kenward-Roger adjusted covariance; IE2 : ``tr(P G_k P G_l)``;
+    H_obs : observed Hessian of ``-2 l_R`` (``None`` on the boundary).
     """
 
     Phi: np.ndarray
@@ -96,6 +97,7 @@ class VarCompInference:
     Phi_A: np.ndarray
     psi: np.ndarray
     IE2: np.ndarray | None = None
+    H_obs: np.ndarray | None = None
 
     def _a(self, C):
         C = np.atleast_2d(np.asarray(C, dtype=float))
@@ -231,7 +233,7 @@ def varcomp_inference(y, X, Zs, psi, boundary_tol: float = 1e-8) -> VarCompInfer
     Phi_A = Phi + 2 * Phi @ U @ Phi
     Phi_A = 0.5 * (Phi_A + Phi_A.T)
     # observed Hessian of -2 l_R: -tr(P G_k P G_l) + 2 r' G_k P G_l r, r = P y = V^{-1} e
-    W_obs = None
+    W_obs = H = None
     if np.all(psi[:-1] > boundary_tol * s2):
         beta = Phi @ (S1[xi, yi] / s2)
         a = np.zeros(M.shape[1])
@@ -258,7 +260,7 @@ def varcomp_inference(y, X, Zs, psi, boundary_tol: float = 1e-8) -> VarCompInfer
         if ev[0] > 1e-10 * max(ev[-1], 1e-300):
             W_obs = 2.0 * np.linalg.inv(H)
             W_obs = 0.5 * (W_obs + W_obs.T)
-    return VarCompInference(Phi=Phi, P=P, W_exp=W_exp, W_obs=W_obs, Phi_A=Phi_A, psi=psi, IE2=IE2)
+    return VarCompInference(Phi=Phi, P=P, W_exp=W_exp, W_obs=W_obs, Phi_A=Phi_A, psi=psi, IE2=IE2, H_obs=H)
 
 
 def _pinv_sym(A):
@@ -269,6 +271,26 @@ def _pinv_sym(A):
     else:
         out = np.linalg.pinv(A, hermitian=True)
     return 0.5 * (out + out.T)
+
+
+def penalized_information(XtX, Ainv, blocks, phi, n):
+    """``[tr(P G_a P G_b)]`` (twice the expected REML information) of a penalised regression in the
+    parametrisation ``(tau2_1, ..., tau2_K, phi)``; see :func:`penalized_satterthwaite`."""
+    K = len(blocks)
+    AX = Ainv @ XtX
+    R1 = XtX - XtX @ AX
+    R2 = XtX - 2 * XtX @ AX + XtX @ AX @ AX
+    Splus = [np.linalg.pinv(S, hermitian=True) for _, S in blocks]
+    sl = [s for s, _ in blocks]
+    IE2 = np.empty((K + 1, K + 1))
+    for k in range(K):
+        for l in range(k, K):
+            m1 = Splus[k] @ R1[sl[k], sl[l]]
+            m2 = Splus[l] @ R1[sl[l], sl[k]]
+            IE2[k, l] = IE2[l, k] = np.sum(m1 * m2.T) / phi ** 2
+        IE2[k, K] = IE2[K, k] = np.sum(Splus[k] * R2[sl[k], sl[k]]) / phi ** 2
+    IE2[K, K] = (n - 2 * np.trace(AX) + np.sum(AX * AX.T)) / phi ** 2
+    return IE2
 
 
 def penalized_satterthwaite(XtX, A, blocks, lambdas, phi, n, C):
@@ -301,21 +323,8 @@ def penalized_satterthwaite(XtX, A, blocks, lambdas, phi, n, C):
     Ainv = np.linalg.inv(A)
     Ainv = 0.5 * (Ainv + Ainv.T)
     K = len(blocks)
-    p = A.shape[0]
-    AX = Ainv @ XtX
-    R1 = XtX - XtX @ AX
-    R2 = XtX - 2 * XtX @ AX + XtX @ AX @ AX
-    Splus = [np.linalg.pinv(S, hermitian=True) for _, S in blocks]
     sl = [s for s, _ in blocks]
-    IE2 = np.empty((K + 1, K + 1))
-    for k in range(K):
-        for l in range(k, K):
-            m1 = Splus[k] @ R1[sl[k], sl[l]]
-            m2 = Splus[l] @ R1[sl[l], sl[k]]
-            IE2[k, l] = IE2[l, k] = np.sum(m1 * m2.T) / phi ** 2
-        IE2[k, K] = IE2[K, k] = np.sum(Splus[k] * R2[sl[k], sl[k]]) / phi ** 2
-    IE2[K, K] = (n - 2 * np.trace(AX) + np.sum(AX * AX.T)) / phi ** 2
-    W = 2.0 * _pinv_sym(IE2)
+    W = 2.0 * _pinv_sym(penalized_information(XtX, Ainv, blocks, phi, n))
     C = np.atleast_2d(np.asarray(C, float))
     Vp = phi * Ainv
     var = np.einsum("ij,jk,ik->i", C, Vp, C)
