@@ -293,7 +293,7 @@ def penalized_information(XtX, Ainv, blocks, phi, n):
     return IE2
 
 
-def penalized_satterthwaite(XtX, A, blocks, lambdas, phi, n, C):
+def penalized_satterthwaite(XtX, A, blocks, lambdas, phi, n, C, fixed=None):
     """Satterthwaite (se, df) of contrasts ``C beta`` of a penalised regression (GAMM).
 
     The fit is ``beta = A^{-1} X'y`` with ``A = X'X + sum_k lambda_k S_k`` and the Bayesian
@@ -310,21 +310,34 @@ def penalized_satterthwaite(XtX, A, blocks, lambdas, phi, n, C):
     parametrisation ``psi = (tau2_1, ..., tau2_K, phi)`` and the gradient of ``c'Vp c`` is
     ``d Vp / d phi = A^{-1} X'X A^{-1}``, ``d Vp / d tau2_k = lambda_k^2 A^{-1} S_k A^{-1}``. The df
     is ``2 (c'Vp c)^2 / (g' W g)``: the Satterthwaite approximation of ``c'Vp_hat c`` by a scaled
-    chi-square, with the smoothing parameters (variance components) treated as estimated. With a
-    single ridge block (the random-intercept LMM) ``Vp`` of the fixed part is the GLS covariance for
-    every ``psi``, so this is exactly the LMM's Satterthwaite df with the expected information.
-    The expected (not observed) information is used because smoothing parameters often sit at the
-    boundary (``lambda_k`` at its upper bound, a linear smooth), where it stays informative.
+    chi-square, with the variance components treated as estimated. With a single ridge block (the
+    random-intercept LMM) ``Vp`` of the fixed part is the GLS covariance for every ``psi``, so this
+    is exactly the LMM's Satterthwaite df with the expected information (= pbkrtest's df).
+    The expected (not observed) information is used because variance components often sit at the
+    boundary (``lambda_k`` at its upper bound: a linear smooth, or no cluster variance), where it
+    stays informative.
 
-    Parameters: ``XtX`` and ``A`` (p, p); ``blocks`` list of (slice, S_k) with the *unscaled by
-    lambda* penalties; ``lambdas`` (K,); ``phi``; ``n`` rows; ``C`` (m, p) contrasts.
+    ``fixed`` (boolean per block, default none): blocks whose smoothing parameter ``lambda_k`` is held
+    at its estimate, i.e. inference *conditional on the fitted smoothing parameters* as mgcv's
+    ``Vp``: then ``tau2_k = phi / lambda_k`` moves with ``phi`` only, and the parameters are the
+    free ``tau2_k`` and ``phi`` with ``dV/dphi = I + sum_{k fixed} G_k / lambda_k``. Information and
+    gradient follow by the linear map ``T`` (rows: free ``e_k``; ``e_phi + sum_{k fixed} e_k /
+    lambda_k``): ``I_new = T I T'``, ``g_new = T g``.
+
+    Parameters: ``XtX`` and ``A`` (p, p); ``blocks`` list of (slice, S_k) with the penalties that
+    ``lambdas`` (K,) multiply; ``phi``; ``n`` rows; ``C`` (m, p) contrasts; ``fixed`` (K,) bool.
     """
     A = np.asarray(A, float)
     Ainv = np.linalg.inv(A)
     Ainv = 0.5 * (Ainv + Ainv.T)
     K = len(blocks)
     sl = [s for s, _ in blocks]
-    W = 2.0 * _pinv_sym(penalized_information(XtX, Ainv, blocks, phi, n))
+    lambdas = np.asarray(lambdas, float)
+    fixed = np.zeros(K, bool) if fixed is None else np.asarray(fixed, bool)
+    T = np.vstack([np.eye(K + 1)[k] for k in range(K) if not fixed[k]]
+                  + [np.r_[np.where(fixed, 1.0 / lambdas, 0.0), 1.0]])
+    IE2 = T @ penalized_information(XtX, Ainv, blocks, phi, n) @ T.T
+    W = 2.0 * _pinv_sym(IE2)
     C = np.atleast_2d(np.asarray(C, float))
     Vp = phi * Ainv
     var = np.einsum("ij,jk,ik->i", C, Vp, C)
@@ -334,5 +347,6 @@ def penalized_satterthwaite(XtX, A, blocks, lambdas, phi, n, C):
         s = sl[k]
         g[:, k] = lambdas[k] ** 2 * np.einsum("ij,jk,ik->i", CA[:, s], blocks[k][1], CA[:, s])
     g[:, K] = np.einsum("ij,jk,ik->i", CA, XtX, CA)
+    g = g @ T.T
     den = np.einsum("ik,kl,il->i", g, W, g)
     return np.sqrt(np.maximum(var, 0.0)), _df(var, den)
