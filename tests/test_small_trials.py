@@ -73,7 +73,7 @@ def test_gamm_100_fits_at_10_clusters_and_ate_coverage():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["lmm", "gamm"])
-def test_lmm_ate_coverage_200_trials(method):
+def test_ate_coverage_200_trials(method):
     """The larger version: 200 trials at M = 10."""
     out = run(method, battery_trials("small", 200))
     print(f"\n{method} small, 200 trials: ATE coverage {out[:, 0].mean():.3f}, pointwise {out[:, 1].mean():.3f}")

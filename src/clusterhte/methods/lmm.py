@@ -47,10 +47,11 @@ from scipy import stats
 from clusterhte.data.trial import TrialData, TrialDataError
 from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
 from clusterhte.mixed.ddf import DDF_METHODS, t_interval, varcomp_inference
-from clusterhte.mixed.design import drop_aliased
+from clusterhte.mixed.design import drop_aliased, independent_columns
 from clusterhte.mixed.reml import LMMError, fit_lmm
 
 Z975 = float(stats.norm.ppf(0.975))
+NEAR_ALIAS_TOL = 1e-4  # only to name the culprits when the fit refuses a nearly singular design
 
 
 class LMM(Estimator):
@@ -123,8 +124,11 @@ class LMM(Estimator):
         try:
             self.result_ = fit_lmm(train.outcome, X, train.cluster, reml=bool(self.reml))
         except LMMError as e:
+            kept = [nm for nm, k in zip(self.names_, self.keep_) if k]
+            near = [nm for nm, k in zip(kept, independent_columns(X, NEAR_ALIAS_TOL)) if not k]
+            hint = f" (nearly collinear with the columns before them: {near})" if near else ""
             raise TrialDataError(f"{train.name}: method 'lmm' cannot fit Y ~ {' + '.join(self.names_[1:])} "
-                                 f"+ (1 | cluster): {e}") from None
+                                 f"+ (1 | cluster): {e}{hint}") from None
         self.beta_ = np.zeros(len(self.names_))
         self.beta_[self.keep_] = self.result_.beta
         codes = train.cluster_codes
