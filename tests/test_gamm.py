@@ -180,3 +180,19 @@ def test_paper_scale_coverage_and_pehe():
         pehe.append(np.sqrt(np.mean((res.point - truth) ** 2)))
     assert 0.88 <= np.mean(cover) <= 0.99
     assert np.mean(pehe) < 0.3
+
+
+def test_ddf_options(crt_linear):
+    """ddf: conditional Satterthwaite (default), unconditional (smoothing parameters estimated too:
+    never more df for a row than conditional here, where the smooths are near-linear), z."""
+    td, _ = crt_linear
+    with pytest.raises(MethodError, match="'ddf'"):
+        GAMM(ddf="kenward-roger")
+    cond = GAMM().fit(td).predict(td)
+    unc = GAMM(ddf="satterthwaite-unconditional").fit(td).predict(td)
+    z = GAMM(ddf="none").fit(td).predict(td)
+    np.testing.assert_allclose(cond.info["se"], z.info["se"], rtol=1e-12)
+    assert np.all(np.isinf(z.info["df"])) and z.info["ate_df"] == np.inf
+    assert np.all(cond.info["df"] >= 1) and 10 < cond.info["ate_df"] < 30   # 30 clusters
+    assert np.median(unc.info["df"]) <= np.median(cond.info["df"])
+    assert np.all(z.upper - z.lower <= cond.upper - cond.lower + 1e-12)

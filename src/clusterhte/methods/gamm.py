@@ -282,9 +282,11 @@ class GAMM(Estimator):
     method : smoothing-parameter selection, ``"REML"`` (default, mgcv ``method = "REML"``) or ``"GCV"``.
     min_unique_smooth : individual covariates with fewer distinct values enter linearly.
     random_effect : include the penalised cluster random intercept (``s(cluster, bs = "re")``).
-    ddf : ``"satterthwaite"`` (default): t intervals with the Satterthwaite df of each contrast
-        (:func:`clusterhte.mixed.ddf.penalized_satterthwaite`); ``"none"``: z intervals (mgcv's
-        ``predict(se.fit = TRUE)`` +- 1.96 se, the behaviour before small-sample df were added).
+    ddf : ``"satterthwaite"`` (default): t intervals with the Satterthwaite df of each contrast,
+        conditional on the smooths' smoothing parameters (:func:`clusterhte.mixed.ddf.penalized_satterthwaite`);
+        ``"satterthwaite-unconditional"``: every smoothing parameter counted as estimated;
+        ``"none"``: z intervals (mgcv's ``predict(se.fit = TRUE)`` +- 1.96 se). With
+        ``method = "GCV"`` the df use the same REML information, evaluated at the GCV estimates.
     """
 
     name = "gamm"
