@@ -129,6 +129,13 @@ def test_varcomp_inference_equals_dense_formulas():
     psi = np.array([0.45, 0.2, 0.9])
     Gs = [Z1 @ Z1.T, Z2 @ Z2.T, np.eye(n)]
     inf = varcomp_inference(y, X, [Z1, Z2], psi)
+    # integer codes stand for indicator matrices
+    inf_codes = varcomp_inference(y, X, [g1, Z2], psi)
+    np.testing.assert_allclose(inf_codes.IE2, inf.IE2, rtol=1e-12)
+    np.testing.assert_allclose(inf_codes.Phi_A, inf.Phi_A, rtol=1e-12)
+    np.testing.assert_allclose(inf_codes.H_obs, inf.H_obs, rtol=1e-10)
+    inf_codes = varcomp_inference(y, X, [Z1, g2], psi)
+    np.testing.assert_allclose(inf_codes.IE2, inf.IE2, rtol=1e-12)
     Vi, Phi, P, IE2, Pk, Q = _dense(y, X, Gs, psi)
     np.testing.assert_allclose(inf.Phi, Phi, rtol=1e-9)
     np.testing.assert_allclose(inf.P, np.array(Pk), rtol=1e-8, atol=1e-10)
@@ -177,7 +184,6 @@ def test_penalized_information_and_gradient_equal_mixed_model_form():
         A[sl, sl] += l_ * S
     IE2 = penalized_information(XtX, np.linalg.inv(A), blocks, phi, n)
     # explicit mixed model
-    fixed = [np.ones(X.shape[1], bool)]
     fixed_cols, Gs = [], []
     in_block = np.zeros(X.shape[1], bool)
     for (sl, S), l_ in zip(blocks, lam):

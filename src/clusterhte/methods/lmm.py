@@ -131,11 +131,9 @@ class LMM(Estimator):
                                  f"+ (1 | cluster): {e}{hint}") from None
         self.beta_ = np.zeros(len(self.names_))
         self.beta_[self.keep_] = self.result_.beta
-        codes = train.cluster_codes
-        Z = np.zeros((train.n, int(codes.max()) + 1))
-        Z[np.arange(train.n), codes] = 1.0
         r = self.result_
-        self.inference_ = varcomp_inference(train.outcome, X, [Z], [float(r.G[0, 0]), float(r.sigma2)])
+        self.inference_ = varcomp_inference(train.outcome, X, [train.cluster_codes],
+                                            [float(r.G[0, 0]), float(r.sigma2)])
 
     def predict_outcome(self, train: TrialData) -> OutcomePrediction:
         """X'beta (marginal) and X'beta + the cluster's BLUP (conditional) at the observed A."""

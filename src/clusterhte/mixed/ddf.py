@@ -39,8 +39,9 @@ Quantities (``Phi = (X'V^{-1}X)^{-1}``, ``P = V^{-1} - V^{-1} X Phi X' V^{-1}``,
 
 Numerics: with ``V = sigma2 (I + Z D Z')`` (``D`` diagonal, ``Z = [Z_1, ...]``), ``V^{-1} = T /
 sigma2``, ``T = I - Z B Z'``, ``B = D^{1/2} (I + D^{1/2} Z'Z D^{1/2})^{-1} D^{1/2}`` (finite at
-``D = 0``). All sandwiches ``M' T^m M`` of ``M = [X, Z, y]`` follow from ``K = M'M`` by the
-recursion ``S_m = S_{m-1} - S_{m-1}[:, Z] B K[Z, :]``; nothing of size ``n x n`` is formed.
+``D = 0``). All sandwiches ``M' T^m M`` of ``M = [X, Z, y]`` follow from ``K = M'M`` (indicator
+blocks from per-group sums) by the recursion ``S_m = S_{m-1} - S_{m-1}[:, Z] B K[Z, :]``; nothing
+of size ``n x n`` (or ``n x J`` for a random intercept given as codes) is formed.
 Only variance-component models (independent random effects per block: random intercepts, nested or
 crossed) are covered, not correlated random slopes.
 
@@ -149,8 +150,9 @@ def varcomp_inference(y, X, Zs, psi, boundary_tol: float = 1e-8) -> VarCompInfer
     Parameters
     ----------
     y : (n,) outcome; X : (n, p) fixed-effects design (full column rank).
-    Zs : list of (n, q_k) random-effect designs, ``u_k ~ N(0, psi_k I)`` (for a random intercept:
-        the cluster indicator matrix).
+    Zs : list of random-effect designs, ``u_k ~ N(0, psi_k I)``: an (n, q_k) matrix, or an (n,)
+        array of integer codes ``0..J-1`` standing for the indicator matrix of a random intercept
+        (cross products then come from per-group sums; no ``n x J`` matrix is formed).
     psi : (K,) the estimated ``(psi_1, ..., psi_{K-1}, sigma2)`` (REML estimates).
     boundary_tol : a variance below ``boundary_tol * sigma2`` counts as on the boundary (then the
         observed information is not used).
@@ -165,14 +167,12 @@ def varcomp_inference(y, X, Zs, psi, boundary_tol: float = 1e-8) -> VarCompInfer
     s2 = float(psi[-1])
     if not s2 > 0:
         raise ValueError(f"residual variance must be positive, got {s2}")
-    Z = np.column_stack(Zs) if Zs else np.empty((n, 0))
-    sizes = [z.shape[1] for z in Zs]
-    zsl = np.split(np.arange(p, p + Z.shape[1]), np.cumsum(sizes)[:-1]) if Zs else []
-    M = np.column_stack([X, Z, y])
-    Kmat = M.T @ M
+    Kmat, sizes = _cross_products(X, y, Zs)
+    qz = int(sum(sizes))
+    zsl = np.split(np.arange(p, p + qz), np.cumsum(sizes)[:-1]) if Zs else []
     xi = np.arange(p)
-    zi = np.arange(p, p + Z.shape[1])
-    yi = p + Z.shape[1]
+    zi = np.arange(p, p + qz)
+    yi = p + qz
     d = np.concatenate([np.full(q, max(pk, 0.0) / s2) for q, pk in zip(sizes, psi[:-1])]) if Zs else np.zeros(0)
     sd = np.sqrt(d)
     ZtZ = Kmat[np.ix_(zi, zi)]
@@ -236,7 +236,7 @@ def varcomp_inference(y, X, Zs, psi, boundary_tol: float = 1e-8) -> VarCompInfer
     W_obs = H = None
     if np.all(psi[:-1] > boundary_tol * s2):
         beta = Phi @ (S1[xi, yi] / s2)
-        a = np.zeros(M.shape[1])
+        a = np.zeros(p + qz + 1)
         a[xi] = -beta
         a[yi] = 1.0
         S1a, S2a, S3a = S1 @ a, S2 @ a, S3 @ a
@@ -261,6 +261,56 @@ def varcomp_inference(y, X, Zs, psi, boundary_tol: float = 1e-8) -> VarCompInfer
             W_obs = 2.0 * np.linalg.inv(H)
             W_obs = 0.5 * (W_obs + W_obs.T)
     return VarCompInference(Phi=Phi, P=P, W_exp=W_exp, W_obs=W_obs, Phi_A=Phi_A, psi=psi, IE2=IE2, H_obs=H)
+
+
+def _cross_products(X, y, Zs):
+    """``M'M`` for ``M = [X, Z_1, ..., y]`` with indicator blocks given as integer codes."""
+    W = np.column_stack([X, y])
+    blocks, sizes = [], []
+    for z in Zs:
+        z = np.asarray(z)
+        if z.ndim == 1:
+            codes = z.astype(np.int64)
+            J = int(codes.max()) + 1
+            blocks.append(("codes", codes, J))
+            sizes.append(J)
+        else:
+            blocks.append(("dense", np.asarray(z, dtype=float), z.shape[1]))
+            sizes.append(z.shape[1])
+
+    def zt(b, A):   # Z_b' A for a dense (n, m) A
+        kind, z, J = b
+        if kind == "dense":
+            return z.T @ A
+        out = np.zeros((J, A.shape[1]))
+        np.add.at(out, z, A)
+        return out
+
+    p = X.shape[1]
+    qz = sum(sizes)
+    K = np.empty((p + qz + 1, p + qz + 1))
+    xy = np.r_[np.arange(p), p + qz]
+    K[np.ix_(xy, xy)] = W.T @ W
+    off = np.cumsum([p] + sizes)
+    for i, b in enumerate(blocks):
+        si = slice(off[i], off[i + 1])
+        ZW = zt(b, W)
+        K[si, :p] = ZW[:, :p]
+        K[si, -1] = ZW[:, -1]
+        K[:p, si] = ZW[:, :p].T
+        K[-1, si] = ZW[:, -1]
+        for j, c in enumerate(blocks[: i + 1]):
+            sj = slice(off[j], off[j + 1])
+            if b[0] == "codes" and c[0] == "codes":
+                ZZ = np.zeros((b[2], c[2]))
+                np.add.at(ZZ, (b[1], c[1]), 1.0)
+            elif c[0] == "dense":
+                ZZ = zt(b, c[1])
+            else:
+                ZZ = zt(c, b[1]).T
+            K[si, sj] = ZZ
+            K[sj, si] = ZZ.T
+    return K, sizes
 
 
 def _pinv_sym(A):
