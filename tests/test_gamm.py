@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from scipy import stats
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods import MethodError, get
@@ -87,13 +88,16 @@ def test_reml_gradient_is_exact(crt_linear):
 
 def test_cate_is_design_contrast(crt_linear):
     td, _ = crt_linear
-    est = GAMM().fit(td)
+    est = GAMM(ddf="none").fit(td)
     res = est.predict(td)
     p = est.p_fixed_
     C = est.terms_.design(td, 1) - est.terms_.design(td, 0)
     np.testing.assert_allclose(res.point, C @ est.fit_.beta[:p], atol=1e-12)
     se = np.sqrt(np.einsum("ij,jk,ik->i", C, est.fit_.Vp[:p, :p], C))
     np.testing.assert_allclose(res.upper - res.point, Z975 * se, rtol=1e-10)
+    sat = GAMM().fit(td).predict(td)
+    np.testing.assert_allclose(sat.info["se"], se, rtol=1e-8)
+    np.testing.assert_allclose(sat.upper - sat.point, stats.t.ppf(0.975, sat.info["df"]) * se, rtol=1e-8)
     # the contrast of the intercept, main effects and plain smooths is zero; binary/cluster
     # covariates enter linearly
     assert np.all(C[:, 0] == 0) and np.all(C[:, 1] == 1)
@@ -105,10 +109,15 @@ def test_cate_is_design_contrast(crt_linear):
 def test_without_smooths_equals_lmm():
     """Linear covariates only (min_unique_smooth above n): GAMM = the REML LMM with interactions."""
     td, _ = make_crt(4, "linear")
-    res = GAMM(min_unique_smooth=10_000).fit(td).predict(td)
-    lmm = get("lmm")().fit(td).predict(td)
+    res = GAMM(min_unique_smooth=10_000, ddf="none").fit(td).predict(td)
+    lmm = get("lmm")(ddf="none").fit(td).predict(td)
     np.testing.assert_allclose(res.point, lmm.point, atol=1e-5)
     np.testing.assert_allclose(res.upper - res.lower, lmm.upper - lmm.lower, rtol=1e-4)
+    # and the GAMM's Satterthwaite df are the LMM's with the expected information (= Kenward-Roger's df)
+    res = GAMM(min_unique_smooth=10_000).fit(td).predict(td)
+    lmm = get("lmm")().fit(td).predict(td)
+    np.testing.assert_allclose(res.info["df"], lmm.info["df"], rtol=1e-3)
+    assert res.info["ate_df"] == pytest.approx(lmm.info["ate_df"], rel=1e-3)
 
 
 def test_acceptance_linear(crt_linear):
@@ -171,3 +180,19 @@ def test_paper_scale_coverage_and_pehe():
         pehe.append(np.sqrt(np.mean((res.point - truth) ** 2)))
     assert 0.88 <= np.mean(cover) <= 0.99
     assert np.mean(pehe) < 0.3
+
+
+def test_ddf_options(crt_linear):
+    """ddf: conditional Satterthwaite (default), unconditional (smoothing parameters estimated too:
+    never more df for a row than conditional here, where the smooths are near-linear), z."""
+    td, _ = crt_linear
+    with pytest.raises(MethodError, match="'ddf'"):
+        GAMM(ddf="kenward-roger")
+    cond = GAMM().fit(td).predict(td)
+    unc = GAMM(ddf="satterthwaite-unconditional").fit(td).predict(td)
+    z = GAMM(ddf="none").fit(td).predict(td)
+    np.testing.assert_allclose(cond.info["se"], z.info["se"], rtol=1e-12)
+    assert np.all(np.isinf(z.info["df"])) and z.info["ate_df"] == np.inf
+    assert np.all(cond.info["df"] >= 1) and 10 < cond.info["ate_df"] < 30   # 30 clusters
+    assert np.median(unc.info["df"]) <= np.median(cond.info["df"])
+    assert np.all(z.upper - z.lower <= cond.upper - cond.lower + 1e-12)

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import statsmodels.formula.api as smf
+from scipy import stats
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods import MethodError, get, make
@@ -18,8 +19,13 @@ from conftest import make_crt
 def test_registry_and_params():
     assert get("lmm") is LMM
     est = make("lmm", {"interactions": ["X1"]}, random_state=3)
-    assert est.get_params() == {"interactions": ["X1"], "reml": True}
-    assert LMM.default_params() == {"interactions": None, "reml": True}
+    assert est.get_params() == {"interactions": ["X1"], "reml": True, "ddf": "kenward-roger"}
+    assert LMM.default_params() == {"interactions": None, "reml": True, "ddf": "kenward-roger"}
+    with pytest.raises(MethodError, match="'ddf'"):
+        LMM(ddf="residual")
+    with pytest.raises(MethodError, match="kenward-roger.*reml"):
+        LMM(reml=False)
+    LMM(reml=False, ddf="satterthwaite")
 
 
 def test_point_estimates_equal_closed_form_gls(crt_linear):
@@ -36,8 +42,8 @@ def test_point_estimates_equal_closed_form_gls(crt_linear):
     beta = cov @ X.T @ Vi @ y
     np.testing.assert_allclose(r.beta, beta, atol=1e-6)
     np.testing.assert_allclose(r.cov_beta, cov, rtol=1e-6, atol=1e-10)
-    res = est.predict(td)
-    # CATE = beta_A + x'beta_{A:X} + v'beta_{A:V}, interval from c' Sigma c
+    res = LMM(ddf="none").fit(td).predict(td)
+    # CATE = beta_A + x'beta_{A:X} + v'beta_{A:V}, z interval from c' Sigma c (ddf = "none")
     C = np.column_stack([np.zeros(td.n), np.ones(td.n), np.zeros((td.n, 4)), td.X(["X1", "X2", "X3", "V1"])])
     np.testing.assert_allclose(res.point, C @ beta, atol=1e-6)
     se = np.sqrt(np.einsum("ij,jk,ik->i", C, cov, C))
@@ -48,12 +54,18 @@ def test_point_estimates_equal_closed_form_gls(crt_linear):
     lo, hi = res.info["ate_interval"]
     assert res.ate()[0] == pytest.approx(cbar @ beta, abs=1e-6)
     assert (hi - lo) / 2 == pytest.approx(Z975 * ate_se, rel=1e-6)
+    # Satterthwaite: same SE, t quantile with the reported df (between 1 and the cluster count)
+    sat = LMM(ddf="satterthwaite").fit(td).predict(td)
+    np.testing.assert_allclose(sat.info["se"], se, rtol=1e-6)
+    q = stats.t.ppf(0.975, sat.info["df"])
+    np.testing.assert_allclose(sat.upper - sat.point, q * se, rtol=1e-6)
+    assert 1 <= sat.info["ate_df"] <= 30 and np.all(sat.info["df"] >= 1)
 
 
 def test_no_covariates_matches_statsmodels():
     td, _ = make_crt(5, "constant")
     bare = TrialData(td.frame[["cluster", "treatment", "outcome"]].copy(), "crt", name="bare").validate()
-    res = LMM().fit(bare).predict(bare)
+    res = LMM(ddf="none").fit(bare).predict(bare)
     assert np.ptp(res.point) == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -118,14 +130,25 @@ def test_missing_column_in_test_table(crt_linear):
         est.predict(bad)
 
 
-def test_collinear_covariates_are_a_data_error(crt_linear):
+def test_collinear_covariates_are_dropped_with_a_warning(crt_linear):
+    """An exactly collinear covariate is dropped (with its interaction), as lme4 does; a nearly
+    collinear one that passes lme4's rank tolerance but makes X'X numerically singular is an error."""
     from clusterhte.data.trial import TrialDataError
+    from clusterhte.mixed.design import AliasedColumnsWarning
 
     td, _ = crt_linear
     f = td.frame.assign(X4=2 * td.frame["X1"])
     bad = TrialData(f, "crt", ("X1", "X2", "X3", "X4"), ("V1",), name="collinear")
-    with pytest.raises(TrialDataError, match="collinear.*rank deficient"):
-        LMM().fit(bad)
+    with pytest.warns(AliasedColumnsWarning, match=r"collinear.*\['X4', 'treatment:X4'\]"):
+        res = LMM().fit(bad).predict(bad)
+    ref = LMM().fit(td).predict(td)
+    np.testing.assert_allclose(res.point, ref.point, atol=1e-8)
+    assert res.info["dropped"] == ["X4", "treatment:X4"] and res.info["beta"]["X4"] == 0.0
+    rng = np.random.default_rng(0)
+    near = TrialData(td.frame.assign(X4=2 * td.frame["X1"] + 1e-6 * rng.normal(size=td.n)), "crt",
+                     ("X1", "X2", "X3", "X4"), ("V1",), name="nearly collinear")
+    with pytest.raises(TrialDataError, match=r"nearly collinear.*rank deficient.*\['X4', 'treatment:X4'\]"):
+        LMM().fit(near)
 
 
 def test_ate_interval_coverage_over_replicates():
