@@ -145,3 +145,16 @@ def load_trials(cfg: dict) -> dict[str, dict]:
         row["larger_is_better"] = str(r.get("larger_is_better", "true")).strip().lower() not in ("false", "0", "no")
         out[row["name"]] = row
     return out
+
+
+def tassh_status(path: str | Path) -> dict:
+    """The record written by the workflow's tassh_fetch step: {"available": bool, "message": str}."""
+    import json
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {"available": False, "message": f"{path} unreadable"}
+
+
+def tassh_available(path: str | Path) -> bool:
+    return bool(tassh_status(path).get("available"))
