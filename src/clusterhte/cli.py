@@ -161,71 +161,7 @@ def check_output_path(out: str | os.PathLike, data: str | os.PathLike | None = N
     return out
 
 
-def _numbers(v):
-    if isinstance(v, bool):
-        return
-    if isinstance(v, (int, float)):
-        yield v
-    elif isinstance(v, (list, tuple)):
-        for x in v:
-            yield from _numbers(x)
-    elif isinstance(v, dict):
-        for x in v.values():
-            yield from _numbers(x)
-
-
-# hyperparameters whose value is a list of covariate names
-COLUMN_LIST_PARAMS = ("interactions", "penalized_moderators")
-
-
-def check_hyperparameters(method: str, params: dict, trial=None):
-    """Build the estimator and run every hyperparameter check that needs no fitting; return it.
-
-    Names and types (:func:`clusterhte.methods.make`), NaN/inf in any numeric value, covariate
-    names in list-valued hyperparameters (``interactions``, ``penalized_moderators``) against the
-    trial's covariates, and the estimator's own value checks (ranges such as ``n_bootstrap >= 0``)
-    when it defines them. Raises :class:`~clusterhte.methods.MethodError`.
-    """
-    import inspect
-    import math
-
-    from clusterhte import methods
-
-    for k, v in params.items():
-        if any(not math.isfinite(float(x)) for x in _numbers(v)):
-            raise methods.MethodError(f"method '{method}': hyperparameter '{k}' must be a finite "
-                                      f"number, got {v!r}")
-    est = methods.make(method, params)
-    if trial is not None:
-        covs = list(trial.covariates)
-        for k in COLUMN_LIST_PARAMS:
-            v = params.get(k)
-            if isinstance(v, (list, tuple)):
-                bad = [c for c in v if c not in covs]
-                if bad:
-                    raise methods.MethodError(f"method '{method}': hyperparameter '{k}' names {bad}, "
-                                              f"which are not covariates; covariates are {covs}")
-    # the estimator's own checks, where it has them (they are otherwise run at the start of fit)
-    for attr in ("_check", "_checked"):
-        fn = getattr(est, attr, None)
-        if not callable(fn):
-            continue
-        try:
-            n_args = len([p for p in inspect.signature(fn).parameters.values()
-                          if p.default is inspect.Parameter.empty])
-        except (TypeError, ValueError):
-            continue
-        try:
-            if n_args == 0:
-                fn()
-            elif n_args == 1 and trial is not None:
-                fn(trial)
-        except methods.MethodError:
-            raise
-        except Exception:  # noqa: BLE001 - a check that needs fitted state; fit will run it
-            pass
-    return est
-
+from clusterhte.config import check_hyperparameters  # noqa: E402  (reused by other subcommands)
 
 
 def add_fit_arguments(s: argparse.ArgumentParser, out_help: str = "output file (.parquet with provenance, or .csv)"):
