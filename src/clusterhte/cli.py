@@ -8,7 +8,8 @@ Examples::
         --out cates.parquet
     clusterhte audit results/tables/otr_summary.parquet
 
-Exit codes: 0 success, 1 audit found a changed input, 2 bad input or usage (one-line message).
+Exit codes: 0 success, 1 audit found a changed, missing or unchecked input or no provenance, 2 bad
+input or usage (one-line message).
 """
 
 from __future__ import annotations
@@ -41,13 +42,18 @@ def _cmd_methods(args) -> int:
 
 def _cmd_audit(args) -> int:
     from clusterhte import io
-    from clusterhte.audit import audit
+    from clusterhte.audit import audit, clean
 
     try:
-        rep = audit(args.file, base=args.base)
+        rep = audit(args.file, base=args.base, allow=args.allow)
     except io.InputFileError as e:
-        print(f"clusterhte audit: {e}", file=sys.stderr)
+        print(f"clusterhte audit: {clean(e)}", file=sys.stderr)
         return EXIT_USAGE
+    if rep.no_provenance:
+        print(f"clusterhte audit: {clean(args.file)} has no provenance (a raw input, a file not written "
+              "by clusterhte, or an output rewritten by another program); nothing can be verified",
+              file=sys.stderr)
+        return 1
     print("\n".join(rep.lines))
     print(f"\n{rep.files} file(s) in the chain.")
     if rep.ok:
@@ -57,6 +63,9 @@ def _cmd_audit(args) -> int:
         print(f"CHANGED: {f} differs from the version its output was made from", file=sys.stderr)
     for f in rep.missing:
         print(f"MISSING: {f} no longer exists", file=sys.stderr)
+    for f in rep.unchecked:
+        print(f"NOT CHECKED: {f} is not a regular file inside the workflow directory or a declared data "
+              "location (add its folder with --allow)", file=sys.stderr)
     return 1
 
 
@@ -425,9 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_arguments(s)
     s.set_defaults(func=_cmd_fit)
     s = sub.add_parser("audit", help="print the provenance chain of a workflow output and re-check input hashes",
-                       epilog="Exit code 0: every input unchanged; 1: an input changed or is missing; 2: bad usage.")
+                       epilog="Exit code 0: every input unchanged; 1: an input changed, is missing or could "
+                              "not be checked, or the file has no provenance; 2: bad usage.")
     s.add_argument("file", help="a Parquet file written by the workflow")
     s.add_argument("--base", default=None, help="directory the workflow ran in (default: current directory)")
+    s.add_argument("--allow", action="append", default=[], metavar="DIR",
+                   help="another folder whose files may be re-hashed (besides the workflow directory, "
+                        "its shared_dir and the trial sheet's folders); repeatable")
     s.set_defaults(func=_cmd_audit)
     return p
 
