@@ -103,14 +103,18 @@ def _snakemake_exe() -> str:
 
 
 def source_date_epoch(cwd: str | os.PathLike = ".") -> str | None:
-    """Commit time of the checked-out workflow (seconds since 1970), for ``SOURCE_DATE_EPOCH``."""
+    """Commit time of the checked-out workflow (seconds since 1970), for ``SOURCE_DATE_EPOCH``;
+    outside a git checkout the modification time of the Snakefile."""
     import subprocess
     try:
         out = subprocess.run(["git", "-C", str(cwd), "log", "-1", "--format=%ct"], capture_output=True,
                              text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out if out.isdigit() else None
+        out = ""
+    if out.isdigit():
+        return out
+    snakefile = Path(cwd) / "Snakefile"  # not a git checkout: the workflow's own time stamp
+    return str(int(snakefile.stat().st_mtime)) if snakefile.exists() else None
 
 
 def run_workflow(args: list[str], cwd: str | os.PathLike = ".") -> int:
