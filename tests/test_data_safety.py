@@ -63,3 +63,14 @@ def test_cli_output_is_group_readable(tmp_path):
         assert stat.S_IMODE((tmp_path / "c.csv").stat().st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+def test_output_folder_check_for_other_subcommands(tmp_path):
+    """check_output_path(directory=True), as a subcommand writing a folder uses it."""
+    (tmp_path / "f").write_text("x")
+    assert cli.check_output_path(tmp_path / "newdir", suffixes=(), directory=True) == tmp_path / "newdir"
+    assert cli.check_output_path(tmp_path, suffixes=(), directory=True) == tmp_path
+    with pytest.raises(cli.UsageError, match="is a file; give a folder"):
+        cli.check_output_path(tmp_path / "f", suffixes=(), directory=True)
+    with pytest.raises(cli.UsageError, match="is a file, not a folder"):
+        cli.check_output_path(tmp_path / "f" / "sub", suffixes=(), directory=True)

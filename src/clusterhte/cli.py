@@ -128,13 +128,14 @@ class UsageError(ValueError):
 
 
 def check_output_path(out: str | os.PathLike, data: str | os.PathLike | None = None,
-                      suffixes: tuple[str, ...] = (".parquet", ".csv")) -> Path:
+                      suffixes: tuple[str, ...] = (".parquet", ".csv"), directory: bool = False) -> Path:
     """Refuse an output path that would destroy the input or cannot be written, before any work.
 
     - the output resolves to the input file (same path, ``./`` spelling, symlink or hard link);
     - an existing directory, or a parent that is a file, or a folder where no file can be made
       (e.g. /proc, read-only);
     - a suffix other than ``suffixes`` (``suffixes=()`` skips this check, e.g. for a directory).
+    ``directory=True``: ``out`` is an output folder (may exist, must then be a writable folder).
     Nothing is created: the writability probe makes and removes a temporary file in the nearest
     existing parent folder.
     """
@@ -151,11 +152,14 @@ def check_output_path(out: str | os.PathLike, data: str | os.PathLike | None = N
         if same or out.resolve() == d.resolve():
             raise UsageError(f"--out {out} is the input file {d}; refusing to overwrite your data. "
                              "Choose another output file name")
-    if out.is_dir():
+    if directory:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; give a folder")
+    elif out.is_dir():
         raise UsageError(f"--out {out} is an existing directory; give a file name")
     if out.exists() and not os.access(out, os.W_OK):
         raise UsageError(f"--out {out} exists and is not writable")
-    parent = out.parent
+    parent = out if directory and out.is_dir() else out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
@@ -173,8 +177,10 @@ def check_output_path(out: str | os.PathLike, data: str | os.PathLike | None = N
 from clusterhte.config import check_hyperparameters  # noqa: E402  (reused by other subcommands)
 
 
-def add_fit_arguments(s: argparse.ArgumentParser, out_help: str = "output file (.parquet with provenance, or .csv)"):
-    """The arguments of ``clusterhte fit`` (data, roles, method, settings, seed, output)."""
+def add_fit_arguments(s: argparse.ArgumentParser, out_help: str = "output file (.parquet with provenance, or .csv)",
+                      method: bool = True):
+    """The arguments of ``clusterhte fit`` (data, roles, method, settings, seed, output);
+    ``method=False`` leaves out ``--method`` (for a subcommand that takes several)."""
     s.add_argument("--data", required=True, help="the trial file (.csv, .tsv, .parquet, .dta); only read")
     s.add_argument("--design", required=True, choices=["crt", "multisite"],
                    help="crt: treatment assigned by cluster; multisite: individuals randomised within sites")
@@ -185,7 +191,8 @@ def add_fit_arguments(s: argparse.ArgumentParser, out_help: str = "output file (
     s.add_argument("--cluster-covariates", default="", help="cluster-level covariates, comma-separated")
     s.add_argument("--moderators", default="", help="effect moderators (OTR methods), comma-separated")
     s.add_argument("--id", default=None, help="optional row id column, copied to the output (must be unique)")
-    s.add_argument("--method", required=True, help="estimator name (see `clusterhte methods`)")
+    if method:
+        s.add_argument("--method", required=True, help="estimator name (see `clusterhte methods`)")
     s.add_argument("--settings", default="quick", choices=sorted(SETTINGS_FILES),
                    help="hyperparameters: config/methods.yaml with the trials.method_overrides of "
                         "config/config.yaml (quick, the default, as `make run` and the trial sheet) "
@@ -210,13 +217,13 @@ def fit_errors() -> tuple[type[BaseException], ...]:
     return (TrialDataError, methods.MethodError, UsageError, io.InputFileError)
 
 
-def resolve_method(args) -> str:
-    """The method of ``args`` checked against the registry and ``--design``."""
+def resolve_method(args, name: str | None = None) -> str:
+    """The method ``name`` (default ``args.method``) checked against the registry and ``--design``."""
     from clusterhte import methods
 
-    method = args.method.lower()
+    method = (name or args.method).lower()
     if method not in methods.REGISTRY:
-        raise methods.MethodError(f"unknown method {args.method!r}; known: {', '.join(methods.REGISTRY)}")
+        raise methods.MethodError(f"unknown method {name or args.method!r}; known: {', '.join(methods.REGISTRY)}")
     want = "crt" if args.design == "crt" else "multisite"
     if methods.REGISTRY[method].design != want:
         raise methods.MethodError(f"method '{method}' is for {methods.REGISTRY[method].design} trials, "
@@ -249,7 +256,8 @@ def load_fit_trial(args, warn=None):
     return trial
 
 
-def prepare_fit(args, method: str | None = None, out_suffixes=(".parquet", ".csv"), prog: str = "fit"):
+def prepare_fit(args, method: str | None = None, out_suffixes=(".parquet", ".csv"), prog: str = "fit",
+                out_directory: bool = False):
     """Every check of ``clusterhte fit`` that needs no fitting, in order; returns
     (trial, method, params, estimator). Raises one of :func:`fit_errors`.
 
@@ -257,8 +265,8 @@ def prepare_fit(args, method: str | None = None, out_suffixes=(".parquet", ".csv
     hyperparameter names/types/NaN, the trial file, then the hyperparameter values against the
     trial. ``out_suffixes=()`` for an output directory (checked as a path that can be created).
     """
-    check_output_path(args.out, args.data, suffixes=out_suffixes)
-    method = method or resolve_method(args)
+    check_output_path(args.out, args.data, suffixes=out_suffixes, directory=out_directory)
+    method = resolve_method(args, method)
     params = method_parameters(args, method)
     check_hyperparameters(method, params)  # names, types, NaN/inf: before reading the file
     trial = load_fit_trial(args, warn=lambda m: print(f"clusterhte {prog}: warning: {m}", file=sys.stderr))

@@ -20,9 +20,13 @@ if "tassh" in config:
         script:
             "../../scripts/tassh_fetch.py"
 
+    def tassh_raw(wildcards):
+        checkpoints.tassh_fetch.get()  # the file is in place once the fetch step has run
+        return TASSH_RAW
+
     rule tassh_clean:
         input:
-            TASSH_RAW,
+            tassh_raw,
         output:
             data="results/data/tassh.parquet",
             exclusions="results/tables/tassh_exclusions.parquet",
