@@ -1,6 +1,6 @@
 """Issue 12, items 14 and 15, and the README's trial-sheet statements: `larger_is_better` is
-documented (README table, schema) and `false` reverses every decision; the README's config with
-only a `trials` section builds only the user's trials."""
+documented (README table, schema) and `false` reverses every decision (sheet: tests/test_offline.py);
+the README's config with only a `trials` section builds only the user's trials."""
 
 import re
 
@@ -13,8 +13,6 @@ from conftest import ROOT
 from workflow_utils import planned_jobs, snakemake, workdir
 
 README = (ROOT / "README.md").read_text()
-HEADER = "\t".join(chconfig.TRIAL_COLUMNS) + "\tlarger_is_better"
-ROW = "\ttests/data/example_crt.csv\tcrt\ty\tarm\tsite\tage,female,score\turban\t\tlmm\t"
 
 
 def test_larger_is_better_documented():
@@ -24,16 +22,17 @@ def test_larger_is_better_documented():
     assert "below 0" in schema["properties"]["larger_is_better"]["description"]
 
 
-def test_larger_is_better_false_reverses_decisions(tmp_path):
-    wd = workdir(tmp_path / "wd", {"seed": 5, "reps_per_chunk": 1,
-                                   "trials": {"sheet": "config/two.tsv", "method_overrides": {}}})
-    (wd / "config" / "two.tsv").write_text(HEADER + "\nup" + ROW + "true\ndown" + ROW + "false\n")
-    r = snakemake(wd, "results/fits/up/lmm.parquet", "results/fits/down/lmm.parquet")
-    assert r.returncode == 0, r.stderr[-3000:]
-    up, down = (io.read_parquet(wd / f"results/fits/{n}/lmm.parquet") for n in ("up", "down"))
+def test_cli_smaller_is_better_reverses_decisions(tmp_path):
+    """--smaller-is-better is the sheet's larger_is_better: false (tests/test_offline.py checks the sheet)."""
+    from clusterhte import cli
+    args = ["fit", "--data", str(ROOT / "tests/data/example_crt.csv"), "--design", "crt", "--outcome", "y",
+            "--treatment", "arm", "--cluster", "site", "--covariates", "age,female,score",
+            "--cluster-covariates", "urban", "--method", "lmm"]
+    assert cli.main(args + ["--out", str(tmp_path / "up.parquet")]) == 0
+    assert cli.main(args + ["--smaller-is-better", "--out", str(tmp_path / "down.parquet")]) == 0
+    up, down = (io.read_parquet(tmp_path / f"{n}.parquet") for n in ("up", "down"))
     np.testing.assert_array_equal(up["cate"], down["cate"])
     assert (up["decision"] == (up["cate"] > 0)).all() and (down["decision"] == (down["cate"] < 0)).all()
-    assert (up["decision"] != down["decision"]).all()
 
 
 def test_readme_config_with_only_trials_builds_only_them(tmp_path):

@@ -199,15 +199,5 @@ def test_invalid_name_plain_message(tmp_path):
     assert "^[" not in str(e.value)
 
 
-def test_bad_data_row_names_trial_and_file_and_logs_it(tmp_path):
-    from workflow_utils import snakemake, workdir
-
-    wd = workdir(tmp_path / "wd", {"seed": 1, "reps_per_chunk": 1,
-                                   "trials": {"sheet": "config/mine.tsv", "method_overrides": {}}})
-    good_crt().assign(arm=lambda d: d.arm * 2).to_csv(wd / "bad.csv", index=False)
-    (wd / "config" / "mine.tsv").write_text(HEADER + "\nmine\tbad.csv\tcrt\ty\tarm\tsite\tx,z\tv\t\tlmm\n")
-    r = snakemake(wd, "results/data/mine.parquet")
-    assert r.returncode != 0
-    log = (wd / "results/logs/trial_clean/mine.log").read_text()
-    assert "trial 'mine'" in log and "bad.csv: column 'arm' (treatment) must be 0/1" in log
-    assert "Traceback" not in r.stdout + r.stderr
+# A bad data row in the workflow (named trial and file, error in the job's log, other trials
+# still built): tests/test_offline.py.
