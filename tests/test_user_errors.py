@@ -3,15 +3,12 @@ any fitting, and no output; the trial sheet's errors name the sheet line and the
 
 from __future__ import annotations
 
-import warnings
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from clusterhte import cli
 from clusterhte import config as chconfig
-from clusterhte.data.trial import TrialDataError
 from clusterhte.data.user import TrialDataWarning, load_trial
 from test_bad_input import good_crt
 
