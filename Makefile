@@ -20,8 +20,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+CONFIG ?= config/config.yaml
+
+# Resumes after any interruption (stale lock removed, interrupted jobs rerun) and finishes every
+# study it can (--keep-going); see clusterhte.smk.run_workflow.
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --config shared_dir=$(SHARED)
+	$(BIN)/python -m clusterhte.smk run --cores $(CORES) --configfile $(CONFIG) --config shared_dir=$(SHARED)
 
 report: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --config shared_dir=$(SHARED) --report results/report.html

@@ -2,6 +2,7 @@
 # Default (quick) profile: config/config.yaml; paper scale: --configfile config/paper.yaml.
 # Every study section (otr, crt, tassh, cct, trials) is optional: rule all asks for the outputs of
 # the sections present in the config.
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -78,11 +79,15 @@ if "crt" in config:
 # DATASETS: name -> analysis settings. TASSH and CCT come from their config sections, the user's
 # trials from the sheet config/trials.tsv (config key trials.sheet).
 DATASETS = {}
+TASSH_RAW = "data/raw/tassh/bp_ghana.rda"
+TASSH_STATUS = "results/data/tassh_source.json"
 if "tassh" in config:
     TASSH = config["tassh"]
     DATASETS["tassh"] = dict(TASSH, kind="crt", larger_is_better=False,
                              outcome_label="change in SBP (mm Hg)")
-    TARGETS += ["results/reports/tassh.html"]
+    # A "skipped" record of an earlier run is dropped, so each run tries again to get the file.
+    if Path(TASSH_STATUS).exists() and not chconfig.tassh_available(TASSH_STATUS):
+        Path(TASSH_STATUS).unlink()
 if "cct" in config:
     CCT = config["cct"]
     CCT_REAL = Path(CCT.get("raw", "data/raw/cct/Public_Data_AEJApp_2010-0132.dta"))
@@ -117,6 +122,28 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
+def tassh_targets(wildcards):
+    """The TASSH report when the data file is in place (decided by the tassh_fetch checkpoint)."""
+    if "tassh" not in config:
+        return []
+    status = checkpoints.tassh_fetch.get().output[0]
+    return ["results/reports/tassh.html"] if chconfig.tassh_available(status) else []
+
+
 rule all:
     input:
         TARGETS,
+        tassh_targets,
+
+
+def _tassh_skipped():
+    if "tassh" in config and Path(TASSH_STATUS).exists() and not chconfig.tassh_available(TASSH_STATUS):
+        print(f"TASSH skipped: {chconfig.tassh_status(TASSH_STATUS).get('message', '')}", file=sys.stderr)
+
+
+onsuccess:
+    _tassh_skipped()
+
+
+onerror:
+    _tassh_skipped()

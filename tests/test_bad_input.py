@@ -182,7 +182,7 @@ def test_trial_sheet_bad_design(tmp_path):
     sheet.write_text("name\tpath\tdesign\toutcome\ttreatment\tcluster\tindividual_covariates\t"
                      "cluster_covariates\tmoderators\tmethods\n"
                      "mine\tx.csv\tstepped\ty\tarm\tsite\tx\t\t\t\n")
-    with pytest.raises(chconfig.ConfigError, match=r"trials.tsv row 2.*design"):
+    with pytest.raises(chconfig.ConfigError, match=r"trials.tsv line 2.*design"):
         chconfig.validate(dict(GOOD, trials={"sheet": str(sheet)}), {})
 
 

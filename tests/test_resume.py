@@ -1,6 +1,7 @@
 """Kill and resume, and determinism, of the quick OTR workflow (on a reduced config).
 
-- SIGKILL to the whole Snakemake process group while fit jobs run, then rerun: no truncated
+- SIGKILL to the whole `make run` process group while fit jobs run, then `make run` again (the
+  README's resume promise: the same command, nothing else): no truncated
   Parquet file is ever left under a finished name, jobs finished before the kill are not rerun,
   and the final tables equal those of an uninterrupted run.
 - Two runs from scratch write identical data in every Parquet file (provenance time and the
@@ -17,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_utils import SNAKEMAKE, snakemake, workdir
+from workflow_utils import make_run, make_run_cmd, snakemake, workdir
 
 CFG = {
     "seed": 11, "reps_per_chunk": 2,
@@ -75,9 +76,11 @@ def test_determinism(reference, tmp_path):
 
 
 def test_kill_and_resume(reference, tmp_path):
+    """kill -9 of the whole `make run` process group, then `make run` again (no --unlock, no
+    --rerun-incomplete by hand): it completes, and nothing that had finished runs again."""
     wd = workdir(tmp_path, CFG)
-    proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", "--configfile=run.yaml", TARGET], cwd=wd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(make_run_cmd(wd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     fits = wd / "results" / "fits"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -94,9 +97,10 @@ def test_kill_and_resume(reference, tmp_path):
     for k, p in parquet_files(wd).items():  # (a) every finished-looking file is a whole Parquet file
         pq.read_table(p)
     assert not (wd / TARGET).exists()
-    subprocess.run([SNAKEMAKE, "--unlock", "--configfile=run.yaml"], cwd=wd, capture_output=True)
-    r = snakemake(wd, TARGET, "--rerun-incomplete")
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((wd / ".snakemake" / "locks").iterdir()), "the kill left no lock to recover from"
+    r = make_run(wd)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert (wd / TARGET).exists()
     after = parquet_files(wd)
     for k, t in before.items():  # (b) jobs finished before the kill did not run again
         assert after[k].stat().st_mtime_ns == t, f"{k} was rewritten"

@@ -52,3 +52,19 @@ def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
             elif parts and not set(parts[0]) <= {"-"} and out:
                 break
     return out
+
+
+def make_run(wd: Path, config: str = "run.yaml", shared: str | Path | None = None, timeout: int = 900,
+             **popen) -> subprocess.CompletedProcess:
+    """``make run`` of the repository's Makefile in ``wd`` with this interpreter's environment
+    (no venv set-up: STAMP is empty), the run config ``config`` and ``SHARED=shared``."""
+    return subprocess.run(make_run_cmd(wd, config, shared), capture_output=True, text=True,
+                          timeout=timeout, **popen)
+
+
+def make_run_cmd(wd: Path, config: str = "run.yaml", shared: str | Path | None = None) -> list[str]:
+    cmd = ["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "-C", str(wd), "run", "STAMP=",
+           f"BIN={Path(sys.executable).parent}", f"CONFIG={config}", "CORES=2"]
+    if shared is not None:
+        cmd.append(f"SHARED={shared}")
+    return cmd

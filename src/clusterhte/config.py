@@ -88,7 +88,7 @@ def validate_methods(cfg: dict, method_cfg: dict, section: str, study: str | Non
             raise ConfigError(f"config key '{section}.method_overrides.{name}': unknown method {name!r}")
     for name in scfg.get("methods", []):
         try:
-            methods.make(name, method_params(method_cfg, scfg, name))
+            check_hyperparameters(name, method_params(method_cfg, scfg, name))
         except methods.MethodError as e:
             raise ConfigError(f"config key 'methods.yaml:{name}' (or '{section}.method_overrides.{name}'): {e}") from None
 
@@ -111,6 +111,47 @@ TRIAL_COLUMNS = ["name", "path", "design", "outcome", "treatment", "cluster", "i
 LIST_COLUMNS = ["individual_covariates", "cluster_covariates", "moderators", "methods"]
 
 
+# names the workflow uses itself: the studies, the built-in datasets and the placeholder wildcard
+RESERVED_NAMES = frozenset({"otr", "crt", "tassh", "cct", "cct_synthetic", "trials", "none", "all"})
+NAME_RE = __import__("re").compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+def read_sheet(path: Path):
+    """The trial sheet as a table of strings (with the file's line number in ``_line``).
+
+    Lines whose first non-blank character is ``#`` are comments; a ``#`` inside a field (a path
+    or a name) is kept. Errors: an empty sheet, columns separated by spaces instead of tabs (a
+    sheet copied from the README), missing columns.
+    """
+    import csv
+    import io as _io
+
+    import pandas as pd
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = [(n, l) for n, l in enumerate(text.splitlines(), start=1)
+             if l.strip() and not l.lstrip().startswith("#")]
+    expect = "\t".join(TRIAL_COLUMNS)
+    if not lines:
+        raise ConfigError(f"{path}: the trial sheet is empty; its first line must be the header "
+                          f"(tab-separated): {expect}")
+    header = lines[0][1]
+    if "\t" not in header and len(header.split()) > 1:
+        raise ConfigError(f"{path}: separate the columns with tabs, not spaces (line {lines[0][0]} has "
+                          f"no tab; a sheet copied from a web page or the README has spaces)")
+    rows = list(csv.reader(_io.StringIO("\n".join(l for _, l in lines)), delimiter="\t"))
+    head = [h.strip() for h in rows[0]]
+    missing = [c for c in TRIAL_COLUMNS if c not in head and c != "methods"]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {missing}; expected tab-separated columns {TRIAL_COLUMNS}")
+    data = []
+    for (n, _), r in zip(lines[1:], rows[1:]):
+        if len(r) > len(head):
+            raise ConfigError(f"{path} line {n}: {len(r)} tab-separated fields, the header has {len(head)}")
+        data.append(dict(zip(head, r + [""] * (len(head) - len(r))), _line=n))
+    return pd.DataFrame(data, columns=head + ["_line"], dtype=object).fillna("")
+
+
 def load_trials(cfg: dict) -> dict[str, dict]:
     """Rows of the trial sheet (config key ``trials.sheet``) as {name: settings}, validated.
 
@@ -128,20 +169,106 @@ def load_trials(cfg: dict) -> dict[str, dict]:
     path = Path(sheet)
     if not path.exists():
         raise ConfigError(f"config key 'trials.sheet': file {path} not found")
-    df = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
-    missing = [c for c in TRIAL_COLUMNS if c not in df.columns and c != "methods"]
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {missing}; expected tab-separated columns {TRIAL_COLUMNS}")
+    df = read_sheet(path)
     out: dict[str, dict] = {}
     for i, r in df.iterrows():
         row = {c: (split_list(r.get(c, "")) if c in LIST_COLUMNS else str(r.get(c, "")).strip())
                for c in TRIAL_COLUMNS}
         if not row["methods"]:
             row["methods"] = methods.names(DESIGN_STUDY.get(row["design"], "crt"))
-        validate_schema(row, SCHEMA_DIR / "trials.schema.yaml", what=f"{path} row {i + 2}")
-        if row["name"] in out or row["name"] in SECTION_STUDY:
-            raise ConfigError(f"{path} row {i + 2}: trial name '{row['name']}' is used twice or is reserved")
+        where = f"{path} line {int(r['_line'])}"
+        if row["name"] and not NAME_RE.match(row["name"]):
+            raise ConfigError(f"{where}: trial name '{row['name']}' must start with a letter and contain only "
+                              "letters, digits, '_' and '-' (it is used in file names)")
+        validate_schema(row, SCHEMA_DIR / "trials.schema.yaml", what=where)
+        if row["name"] in RESERVED_NAMES:
+            raise ConfigError(f"{where}: trial name '{row['name']}' is reserved (built-in datasets and "
+                              f"studies: {', '.join(sorted(RESERVED_NAMES))}); choose another name")
+        if row["name"] in out:
+            raise ConfigError(f"{where}: trial name '{row['name']}' is used twice")
         row["method_overrides"] = tcfg.get("method_overrides") or {}
-        row["larger_is_better"] = str(r.get("larger_is_better", "true")).strip().lower() not in ("false", "0", "no")
+        lib = str(r.get("larger_is_better", "") or "true").strip().lower()
+        if lib not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{where}: larger_is_better must be true or false, got {lib!r}")
+        row["larger_is_better"] = lib in ("true", "1", "yes")
         out[row["name"]] = row
     return out
+
+
+def tassh_status(path: str | Path) -> dict:
+    """The record written by the workflow's tassh_fetch step: {"available": bool, "message": str}."""
+    import json
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {"available": False, "message": f"{path} unreadable"}
+
+
+def tassh_available(path: str | Path) -> bool:
+    return bool(tassh_status(path).get("available"))
+
+
+def _numbers(v):
+    if isinstance(v, bool):
+        return
+    if isinstance(v, (int, float)):
+        yield v
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            yield from _numbers(x)
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from _numbers(x)
+
+
+# hyperparameters whose value is a list of covariate names
+COLUMN_LIST_PARAMS = ("interactions", "penalized_moderators")
+
+
+def check_hyperparameters(method: str, params: dict, trial=None):
+    """Build the estimator and run every hyperparameter check that needs no fitting; return it.
+
+    Names and types (:func:`clusterhte.methods.make`), NaN/inf in any numeric value, covariate
+    names in list-valued hyperparameters (``interactions``, ``penalized_moderators``) against the
+    trial's covariates, and the estimator's own value checks (ranges such as ``n_bootstrap >= 0``)
+    when it defines them. Raises :class:`~clusterhte.methods.MethodError`.
+    """
+    import inspect
+    import math
+
+    from clusterhte import methods
+
+    for k, v in params.items():
+        if any(not math.isfinite(float(x)) for x in _numbers(v)):
+            raise methods.MethodError(f"method '{method}': hyperparameter '{k}' must be a finite "
+                                      f"number, got {v!r}")
+    est = methods.make(method, params)
+    if trial is not None:
+        covs = list(trial.covariates)
+        for k in COLUMN_LIST_PARAMS:
+            v = params.get(k)
+            if isinstance(v, (list, tuple)):
+                bad = [c for c in v if c not in covs]
+                if bad:
+                    raise methods.MethodError(f"method '{method}': hyperparameter '{k}' names {bad}, "
+                                              f"which are not covariates; covariates are {covs}")
+    # the estimator's own checks, where it has them (they are otherwise run at the start of fit)
+    for attr in ("_check", "_checked"):
+        fn = getattr(est, attr, None)
+        if not callable(fn):
+            continue
+        try:
+            n_args = len([p for p in inspect.signature(fn).parameters.values()
+                          if p.default is inspect.Parameter.empty])
+        except (TypeError, ValueError):
+            continue
+        try:
+            if n_args == 0:
+                fn()
+            elif n_args == 1 and trial is not None:
+                fn(trial)
+        except methods.MethodError:
+            raise
+        except Exception:  # noqa: BLE001 - a check that needs fitted state; fit will run it
+            pass
+    return est

@@ -9,10 +9,13 @@ Every table the workflow writes carries, in the Parquet key-value metadata under
 - ``seed``: the seed material used (if any);
 - ``inputs``: path and sha256 of every input file, so that ``clusterhte audit`` can walk the chain;
 - ``libraries``: versions of the numerical libraries;
-- ``created_utc``: the time of writing (the only field that differs between identical reruns).
+- ``created_utc``: the time of writing, or the time given by the ``SOURCE_DATE_EPOCH``
+  environment variable when it is set (the reproducible-builds convention; ``make run`` sets it to
+  the time of the checked-out commit), so that rerunning a stage writes byte-identical files.
 
 Writes go to a temporary file in the same folder and are renamed into place, so an interrupted
-job never leaves a file that looks finished.
+job never leaves a file that looks finished. Files get the usual permissions of a new file
+(0666 minus the umask), so colleagues sharing a cluster directory can read the results.
 """
 
 from __future__ import annotations
@@ -101,11 +104,32 @@ def provenance(*, rule: str, inputs: Iterable[str | os.PathLike] = (), config: A
         "seed": seed,
         "inputs": ins,
         "libraries": library_versions(),
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": creation_time(),
     }
     if extra:
         rec.update(extra)
     return rec
+
+
+def creation_time() -> str:
+    """UTC time stamp of a file being written: ``SOURCE_DATE_EPOCH`` (seconds since 1970) when set,
+    else now. A malformed ``SOURCE_DATE_EPOCH`` is an error, never silently replaced by now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            t = datetime.fromtimestamp(int(epoch), timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise ValueError(f"SOURCE_DATE_EPOCH must be an integer number of seconds since "
+                             f"1970-01-01, got {epoch!r}") from None
+    else:
+        t = datetime.now(timezone.utc)
+    return t.isoformat(timespec="seconds")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -114,7 +138,10 @@ def atomic_path(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file is readable as any new file
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

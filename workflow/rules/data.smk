@@ -3,12 +3,16 @@
 
 if "tassh" in config:
 
-    rule tassh_fetch:
+    checkpoint tassh_fetch:
         # The only rule allowed to use the network: copies the file from the shared folder when it
         # is there, else downloads it from the pinned URL; the sha256 is verified in every case.
+        # Its output records whether the file is in place; when no copy can be reached (offline,
+        # no ../shared) the TASSH study is skipped and every other study still runs. A copy with a
+        # wrong sha256 is an error.
         output:
-            "data/raw/tassh/bp_ghana.rda",
+            TASSH_STATUS,
         params:
+            dest=TASSH_RAW,
             local_copies=[str(SHARED / "data" / "tassh" / "bp_ghana.rda")],
             url=TASSH.get("url"),
         log:
@@ -16,9 +20,13 @@ if "tassh" in config:
         script:
             "../../scripts/tassh_fetch.py"
 
+    def tassh_raw(wildcards):
+        checkpoints.tassh_fetch.get()  # the file is in place once the fetch step has run
+        return TASSH_RAW
+
     rule tassh_clean:
         input:
-            "data/raw/tassh/bp_ghana.rda",
+            tassh_raw,
         output:
             data="results/data/tassh.parquet",
             exclusions="results/tables/tassh_exclusions.parquet",

@@ -26,13 +26,18 @@ from typing import Iterable
 
 from clusterhte.io import atomic_path
 
-__all__ = ["DataFetchError", "ensure_file", "sha256_of"]
+__all__ = ["DataFetchError", "DataUnavailableError", "ensure_file", "sha256_of"]
 
 _CHUNK = 1 << 20
 
 
 class DataFetchError(RuntimeError):
     """A raw data file could not be put in place with the expected sha256."""
+
+
+class DataUnavailableError(DataFetchError):
+    """No copy of the file could be reached (no local copy, no URL, or the download failed, e.g.
+    offline), as opposed to a copy with the wrong content. The workflow skips the study then."""
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -95,7 +100,7 @@ def ensure_file(dest: str | os.PathLike, sha256: str, url: str | None = None,
 
     if not url:
         tried = ", ".join(str(c) for c in (local_copies or ())) or "none given"
-        raise DataFetchError(
+        raise DataUnavailableError(
             f"{dest} is missing, no local copy was found (tried: {tried}) and no URL is pinned; "
             f"{_where(dest, url)}; expected sha256 {want}.")
 
@@ -104,7 +109,7 @@ def ensure_file(dest: str | os.PathLike, sha256: str, url: str | None = None,
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
                 shutil.copyfileobj(resp, out, _CHUNK)
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise DataFetchError(
+            raise DataUnavailableError(
                 f"{dest} is missing and the download from {url} failed ({exc}); if you are offline, "
                 f"{_where(dest, url)}; expected sha256 {want}.") from exc
         got = sha256_of(tmp)

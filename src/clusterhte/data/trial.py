@@ -173,7 +173,12 @@ class TrialData:
         # outcome
         if require_outcome:
             y = f["outcome"]
-            if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+            if pd.api.types.is_bool_dtype(y) or (y.dtype == object and y.map(type).eq(bool).any()):
+                isb = y.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy()
+                raise TrialDataError(
+                    f"{src}: column 'outcome' is stored as true/false at {_rows(isb)}; "
+                    "code a binary outcome as the numbers 0 and 1")
+            if not pd.api.types.is_numeric_dtype(y):
                 yn = pd.to_numeric(y, errors="coerce")
                 badv = yn.isna() & y.notna()
                 raise TrialDataError(
@@ -251,7 +256,19 @@ def make_trial(frame: pd.DataFrame, design: str, *, outcome: str = "outcome",
     for role, col in (("outcome", outcome), ("treatment", treatment), ("cluster", cluster)):
         if col not in frame.columns:
             raise TrialDataError(f"{name}: {role} column '{col}' not found; columns are {list(frame.columns)}")
+    roles = {outcome: "outcome", treatment: "treatment", cluster: "cluster"}
+    if len(roles) < 3:
+        raise TrialDataError(f"{name}: the outcome, treatment and cluster columns must be three different "
+                             f"columns, got outcome '{outcome}', treatment '{treatment}', cluster '{cluster}'")
     ind, clu, mod = list(individual_covariates), list(cluster_covariates), list(moderators)
+    for c in dict.fromkeys(ind + clu + mod):
+        if c in roles:
+            raise TrialDataError(f"{name}: covariate '{c}' is the {roles[c]} column; a column cannot be "
+                                 f"both the {roles[c]} and a covariate")
+        if c in CORE_COLUMNS:
+            raise TrialDataError(f"{name}: covariate '{c}' has a reserved name ('outcome', 'treatment' and "
+                                 f"'cluster' name the roles in the analysis table); rename the column "
+                                 f"'{c}' in the file")
     keep = list(dict.fromkeys([outcome, treatment, cluster] + ind + clu))
     missing = [c for c in ind + clu if c not in frame.columns]
     if missing:

@@ -8,9 +8,12 @@ names the file, the column and the rows at fault.
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from clusterhte.data.trial import TrialData, TrialDataError, make_trial
@@ -49,7 +52,62 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise TrialDataError(f"{path}: could not be read as {kind}: {type(e).__name__}: {e}") from None
     if df.shape[0] == 0:
         raise TrialDataError(f"{path}: the table has a header but no rows")
+    if kind in ("csv", "tsv"):
+        names = _header(path, "\t" if kind == "tsv" else ",")
+    else:
+        names = [str(c) for c in df.columns]
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise TrialDataError(f"{path}: column name(s) {dup} appear more than once in the header; "
+                             "every column needs its own name")
     return df
+
+
+def _header(path: Path, sep: str) -> list[str]:
+    """Column names as written in the first line (pandas renames duplicates to 'age.1')."""
+    import csv
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return [c.strip() for c in next(csv.reader(fh, delimiter=sep), [])]
+
+
+OVERFLOW = 1e100  # |value| beyond this overflows squares and sums of squares in float64
+
+
+def check_numeric_range(td: TrialData, src: str, names: dict[str, str]) -> None:
+    """Outcome and covariates must be of a magnitude whose squares are finite (values like 1e300
+    overflow every variance); name the column and rows."""
+    for col in ["outcome", *td.covariates]:
+        v = td.frame[col].to_numpy(dtype=float)
+        big = np.abs(v) > OVERFLOW
+        if big.any():
+            from clusterhte.data.trial import _rows
+            raise TrialDataError(f"{src}: column '{names.get(col, col)}' has values up to "
+                                 f"{np.abs(v).max():.3g} at {_rows(big)}; rescale it (|value| below "
+                                 f"{OVERFLOW:.0e}, e.g. other units)")
+
+
+def check_collinear(td: TrialData, src: str, tol: float = 1e-9) -> None:
+    """Covariates (with the intercept) must not be linearly dependent: name the columns involved.
+
+    On the standardized covariate matrix with a column of ones, a singular value below ``tol``
+    times the largest marks a dependence; the columns with a non-negligible weight in its right
+    singular vector are the ones involved (e.g. ``x2 = 2*x1``, or dummies summing to 1).
+    """
+    cols = list(td.covariates)
+    if not cols:
+        return
+    X = td.X(cols)
+    Z = (X - X.mean(axis=0)) / X.std(axis=0)
+    A = np.column_stack([np.ones(td.n), Z]) / np.sqrt(td.n)
+    _, sv, vt = np.linalg.svd(A, full_matrices=False)
+    small = sv < tol * sv[0]
+    if td.n < A.shape[1]:
+        raise TrialDataError(f"{src}: {len(cols)} covariates for {td.n} rows; need more rows than covariates")
+    if small.any():
+        w = np.abs(vt[small]).max(axis=0)[1:]
+        involved = [c for c, x in zip(cols, w) if x > 1e-6]
+        raise TrialDataError(f"{src}: covariates {involved} are collinear (one is a linear combination "
+                             "of the others, or of a constant); drop one of them")
 
 
 def split_list(value) -> list[str]:
@@ -87,14 +145,14 @@ def load_trial(path: str | os.PathLike, design: str, *, outcome: str, treatment:
     td = make_trial(df, design, outcome=outcome, treatment=treatment, cluster=cluster,
                     individual_covariates=list(individual_covariates),
                     cluster_covariates=list(cluster_covariates), moderators=list(moderators),
-                    name=name or src, validate=False)
+                    name=src, validate=False)  # messages name the file; the trial's name is set below
     if id_column is not None:
         frame = td.frame.copy()
         frame.insert(0, "id", df[id_column].to_numpy())
         td = TrialData(frame, td.design, td.individual_covariates, td.cluster_covariates,
                        td.moderators, td.name)
     try:
-        return td.validate()
+        td = td.validate()
     except TrialDataError as e:
         # name the user's columns, not the canonical ones
         msg = str(e)
@@ -102,3 +160,16 @@ def load_trial(path: str | os.PathLike, design: str, *, outcome: str, treatment:
             if canon != user:
                 msg = msg.replace(f"column '{canon}'", f"column '{user}' ({canon})")
         raise TrialDataError(msg) from None
+    check_numeric_range(td, src, {"outcome": f"{outcome}" + (" (outcome)" if outcome != "outcome" else "")})
+    if name is not None:
+        td = replace(td, name=name)
+    check_collinear(td, src)
+    y = td.outcome
+    if np.all(y == y[0]):
+        warnings.warn(f"{src}: outcome column '{outcome}' is constant ({y[0]:g}) in every row; every "
+                      "CATE will be 0 and its interval has no width", TrialDataWarning, stacklevel=2)
+    return td
+
+
+class TrialDataWarning(UserWarning):
+    """A trial that can be analysed but whose results will not be informative."""

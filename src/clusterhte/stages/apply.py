@@ -16,7 +16,15 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
         log=sys.stderr, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """CATEs of ``method`` fitted on every row of ``trial`` (rows in the trial's order).
 
-    Returns (fits, ppc, draws). ``fits`` has the columns of the simulation fits plus ``cluster`` and, for
+    Every method's ``cate``, ``lower``, ``upper``, ``ate``, ``ate_lower``, ``ate_upper`` and draws
+    are on the Delta scale, E[Y(1) - Y(0) | x]: the weighting estimators (Suk & Park's W-*/WS-*,
+    whose score estimates Delta(x)/2 with the +-1 treatment coding of R's ``personalized``; their
+    ``CateResult.info["scale"] == "delta/2"``) are doubled (:func:`to_delta_scale`); ``score`` keeps
+    each method's raw benefit score (equal to ``cate`` for the other methods). The decision
+    (score above 0) is the same on either scale.
+
+    Returns (fits, ppc, draws). ``fits`` has the columns of the simulation fits plus ``cluster``,
+    ``score`` and, for
     methods with an explicit cluster effect (LMM, BART family), the outcome predictions at the
     observed treatment without (``y_marginal``) and with (``y_conditional``) it, else NaN.
     ``ppc`` is the posterior predictive check of the outcome for the Bayesian methods (empty
@@ -35,7 +43,10 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
             extra["outcome"] = est.predict_outcome(train)
         except NotImplementedError:
             pass
-        extra["draws"] = results["all"].draws
+        r = results["all"]
+        extra["score"] = r.point.copy()
+        to_delta_scale(r)
+        extra["draws"] = r.draws
 
     out = fit_replicates([(0, trial, {"all": trial})], study="apply", cell="all",
                          method=method, params=params, root_seed=seed,
@@ -45,6 +56,7 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
         raise RuntimeError(f"method '{method}' failed on {trial.name or 'the trial'}: {out['error'].iloc[0]}")
     out = out.drop(columns=["rep", "split", "failed", "error"])
     out.insert(1, "cluster", np.asarray(trial.cluster))
+    out.insert(out.columns.get_loc("upper") + 1, "score", extra["score"])
     o = extra.get("outcome")
     out["y_marginal"] = o.marginal if o is not None else np.nan
     out["y_conditional"] = o.conditional if o is not None else np.nan
@@ -55,6 +67,29 @@ def fit(trial: TrialData, method: str, params: dict, seed: int, *, larger_is_bet
                             ("observed", "replicated_mean", "lower", "upper", "p_value")})
         ppc.insert(0, "statistic", pd.Series(dtype=str))
     return out, ppc, draws_table(extra["draws"], trial.n)
+
+
+SCALE_FACTORS = {"delta": 1.0, "delta/2": 2.0}
+
+
+def to_delta_scale(r) -> None:
+    """Put a :class:`~clusterhte.methods.CateResult` on the Delta scale in place (point, interval,
+    draws, ATE interval), from its ``info["scale"]`` (absent: already Delta)."""
+    scale = r.info.get("scale", "delta")
+    if scale not in SCALE_FACTORS:
+        raise ValueError(f"unknown CATE scale {scale!r}; known: {sorted(SCALE_FACTORS)}")
+    f = SCALE_FACTORS[scale]
+    if f == 1.0:
+        return
+    r.point = r.point * f
+    r.lower, r.upper = r.lower * f, r.upper * f
+    if r.draws is not None:
+        r.draws = r.draws * f
+    if "ate_interval" in r.info:
+        lo, hi = r.info["ate_interval"]
+        r.info["ate_interval"] = (lo * f, hi * f)
+    r.info["scale"] = "delta"
+    r.info["scale_factor"] = f
 
 
 def draws_table(draws: np.ndarray | None, n: int) -> pd.DataFrame:
