@@ -117,18 +117,35 @@ def _bootstrap_weights(codes: np.ndarray, treatment: np.ndarray, n_boot: int,
 
 
 # ----------------------------------------------------------------------------- 1. cross-fitting
+# hyperparameters that only make intervals (refits); validation uses point predictions only
+INTERVAL_ONLY = {"n_bootstrap": 0, "n_half_samples": 0}
+
+
+def point_params(method: str, params: dict | None) -> dict:
+    """``params`` with the interval-only refits switched off (:data:`INTERVAL_ONLY`): the point
+    predictions are unchanged, the K cross-fits cost one fit each instead of one per refit."""
+    from clusterhte import methods
+
+    out = dict(params or {})
+    names = methods.get(method).param_names()
+    out.update({k: v for k, v in INTERVAL_ONLY.items() if k in names})
+    return out
+
+
 def cross_fit(trial: TrialData, method: str, params: dict | None, seed: int, *,
               k: int = DEFAULT_FOLDS, larger_is_better: bool = True, threads: int = 1,
-              log=sys.stderr) -> pd.DataFrame:
+              log=sys.stderr, intervals: bool = False) -> pd.DataFrame:
     """Out-of-fold CATEs of ``method``: ``row, cluster, fold, cate, decision, seconds``.
 
     ``cate`` is on the Δ scale (weighting scores doubled); ``decision`` is the method's own
     recommendation (1 = treat) with the trial's outcome direction. A failing fold raises.
+    Unless ``intervals``, the interval-only refits are switched off (:func:`point_params`).
     """
     from clusterhte import methods
     from clusterhte.stages.fitting import with_threads
 
-    params = with_threads(method, dict(params or {}), threads)
+    params = dict(params or {}) if intervals else point_params(method, params)
+    params = with_threads(method, params, threads)
     fold = validation_folds(trial, seed, k)
     K = int(fold.max()) + 1
     cate = np.full(trial.n, np.nan)
