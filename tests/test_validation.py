@@ -284,3 +284,31 @@ def test_cli_validate_bad_input_one_line(tmp_path):
     r = _cli("--methods", "lmm", "--param", "nonsense=1", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "nonsense" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------ workflow target
+def test_workflow_validation_tables_and_figures(tmp_path):
+    """The trial sheet's worked example (LMM and GAMM only): the validation tables, the new DR
+    BLP and the figures come out of the workflow with the CLI's column names and numbers."""
+    from workflow_utils import snakemake, workdir
+
+    wd = workdir(tmp_path / "wf", {"seed": 20231, "reps_per_chunk": 20,
+                                   "trials": {"sheet": "sheet.tsv", "method_overrides": {}}})
+    sheet = (ROOT / "config" / "trials.tsv").read_text().replace("lmm,gamm,cf,ribart", "lmm,gamm")
+    (wd / "sheet.tsv").write_text(sheet)
+    targets = [f"results/tables/example_crt/{t}.parquet" for t in ("calibration", "model_selection",
+                                                                "policy_value", "blp", "verdict")]
+    targets += ["results/figures/example_crt/validation_calibration.png",
+                "results/figures/example_crt/validation_loss.pdf"]
+    r = snakemake(wd, *targets, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    cal = pd.read_csv(wd / "results/tables/example_crt/calibration.csv")
+    assert list(cal.columns[:6]) == ["method", "term", "estimate", "se", "df", "p_value"]
+    assert set(cal["method"]) == {"lmm", "gamm"}
+    # same numbers as `clusterhte validate` (same seed, folds and bootstrap streams)
+    cli = tmp_path / "cli"
+    assert _cli("--methods", "lmm,gamm", "--out", str(cli)).returncode == 0
+    pd.testing.assert_frame_equal(cal, pd.read_csv(cli / "calibration.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(wd / "results/tables/example_crt/blp.csv"),
+                                  pd.read_csv(cli / "blp.csv"))
+    assert (wd / "results/figures/example_crt/validation_calibration.png").stat().st_size > 10_000

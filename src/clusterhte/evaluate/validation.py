@@ -440,10 +440,11 @@ def policy_value(scores: pd.DataFrame, decisions: dict, cluster, *, larger_is_be
 # ----------------------------------------------------------------------------- combine
 def assess(trial: TrialData, oof: dict[str, pd.DataFrame], seed: int, *, larger_is_better: bool = True,
            n_groups: int = 5, n_boot: int = 200, level: float = 0.95,
-           blp_columns=None) -> dict[str, pd.DataFrame]:
+           blp_columns=None, failed: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
     """Every validation table from the methods' out-of-fold fits (``{method: cross_fit(...)}``).
 
     All methods must share the folds of :func:`validation_folds` (same ``seed``); raises otherwise.
+    ``failed``: {method: error} of methods whose cross-fitting failed (listed in the verdict).
     Returns {table name: DataFrame} for :data:`VALIDATION_TABLES`.
     """
     fold = validation_folds(trial, seed, int(max(f["fold"].max() for f in oof.values()) + 1)
@@ -487,6 +488,10 @@ def assess(trial: TrialData, oof: dict[str, pd.DataFrame], seed: int, *, larger_
                                      larger_is_better=larger_is_better, level=level),
     }
     tables["verdict"] = verdict(tables)
+    if failed:
+        extra = pd.DataFrame({"method": list(failed), "credible": False,
+                              "verdict": [f"validation failed: {e}" for e in failed.values()]})
+        tables["verdict"] = pd.concat([tables["verdict"], extra], ignore_index=True)
     return tables
 
 
