@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output file (.parquet with provenance, or .csv)")
     s.set_defaults(func=_cmd_fit)
     v = sub.add_parser(
-        "validate", parents=[s], add_help=False, conflict_handler="resolve",
+        "validate",
         help="is the heterogeneity real? cross-fitted calibration, BLP, GATES, RATE, model selection, policy value",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=("Example:\n  clusterhte validate --data tests/data/example_crt.csv --design crt --outcome y \\\n"
@@ -227,8 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
                 "      --cluster-covariates urban --methods lmm,gamm --out validation/\n\n"
                 "Writes calibration.csv, blp.csv, gates.csv, rate.csv, toc.csv, model_selection.csv,\n"
                 "policy_value.csv, verdict.csv and oof_cates.csv (the workflow's table names)."))
-    v.add_argument("-h", "--help", action="help", help="show this help message and exit")
-    v.add_argument("--method", default=None, help=argparse.SUPPRESS)
+    for a in s._actions:  # the trial arguments of `fit`, copied (not shared)
+        if a.dest in ("help", "method", "param", "out"):
+            continue
+        kw = {"help": a.help, "default": a.default, "required": a.required}
+        if isinstance(a, argparse._StoreTrueAction):
+            kw["action"] = "store_true"
+            kw.pop("required")
+        else:
+            kw.update(type=a.type, choices=a.choices, metavar=a.metavar)
+        v.add_argument(*a.option_strings, **kw)
     v.add_argument("--methods", default="", help="estimators, comma-separated (default: every method of the design)")
     v.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="hyperparameter override, applied to every listed method that has it")
