@@ -90,6 +90,11 @@ def test_calibration_is_the_ols_of_the_issue():
     # the true CATE is calibrated: slope near 1 and clearly positive
     assert cal.loc["differential", "lower"] < 1 < cal.loc["differential", "upper"]
     assert cal.loc["differential", "p_value"] < 1e-4
+    # fold-centred differential: the slope of the regression with fold-specific prediction means
+    off = truth + 0.5 * fold
+    cf = V.calibration(sc["gamma"], off, tr.cluster, fold=fold).set_index("term")
+    D = np.column_stack([np.full(tr.n, off.mean()), truth - np.array([truth[fold == k].mean() for k in fold])])
+    np.testing.assert_allclose(cf["estimate"], np.linalg.lstsq(D, sc["gamma"], rcond=None)[0], rtol=1e-10)
     # a constant prediction has no differential term
     c = V.calibration(sc["gamma"], np.full(tr.n, 0.7), tr.cluster).set_index("term")
     assert np.isnan(c.loc["differential", "estimate"]) and np.isfinite(c.loc["mean_prediction", "estimate"])
@@ -199,7 +204,7 @@ def _replicate(seed, tau, method, ate=0.0):
     tr, _ = make_crt(seed, tau, ate=ate)
     oof = V.cross_fit(tr, method, QUICK.get(method, {}), seed, log=_io.StringIO())
     sc = V.dr_scores(tr, oof["fold"].to_numpy())
-    cal = V.calibration(sc["gamma"], oof["cate"], tr.cluster).set_index("term")
+    cal = V.calibration(sc["gamma"], oof["cate"], tr.cluster, fold=oof["fold"]).set_index("term")
     pv = V.policy_value(sc, {method: oof["decision"]}, tr.cluster).set_index("method")
     within = pv.loc["treat all", "lower"] <= pv.loc[method, "value"] <= pv.loc["treat all", "upper"]
     gain_covers = pv.loc[method, "gain_vs_all_lower"] <= 0 <= pv.loc[method, "gain_vs_all_upper"]

@@ -16,7 +16,8 @@ Steps (one function each; :func:`cross_fit` is the only expensive one, :func:`as
    squares on the covariates on the other folds (same cluster folds). With e known the scores are
    unbiased for the CATE whatever the outcome model; the model only reduces variance.
 3. **Calibration** (:func:`calibration`; Chernozhukov, Demirer, Duflo & Fernandez-Val's BLP test as
-   in grf's ``test_calibration``): OLS of Γ on (τ̄, τ̂ - τ̄), τ̄ the mean out-of-fold CATE.
+   in grf's ``test_calibration``): OLS of Γ on (τ̄, τ̂ - τ̄_fold), τ̄ the mean out-of-fold CATE
+   and τ̄_fold its mean in the row's fold (removes the cross-fitting offset, see the function).
    ``mean_prediction`` (1 = the average is right) and ``differential`` (1 = well calibrated
    heterogeneity; > 0 = heterogeneity exists) with CR2 SEs and Satterthwaite df
    (:mod:`clusterhte.evaluate.cr2`), one-sided p-values for H1: coefficient > 0 as in grf.
@@ -212,17 +213,28 @@ def _row(fit, c, term, alternative="two-sided", level=0.95, null=0.0) -> dict:
 
 
 # ----------------------------------------------------------------------------- 3. calibration
-def calibration(gamma, tau, cluster, level: float = 0.95) -> pd.DataFrame:
+def calibration(gamma, tau, cluster, level: float = 0.95, fold=None) -> pd.DataFrame:
     """BLP calibration test: OLS of Γ on (τ̄, τ̂ - τ̄), CR2 with Satterthwaite df.
 
     Terms ``mean_prediction`` and ``differential``; ``p_value`` one-sided (H1: coefficient > 0,
     grf's convention); ``lower``/``upper`` two-sided ``level`` intervals. A constant τ̂ (no
     heterogeneity predicted) gives NaN for ``differential``; τ̄ = 0 gives NaN for
     ``mean_prediction``.
+
+    ``fold`` (the cross-fitting folds): the differential regressor is centred within each fold,
+    τ̂ - mean_fold(τ̂). With cross-fitting each fold's predictions carry the average effect of
+    *other* folds' data, an offset anti-correlated with the fold's own scores; left in, it pulls
+    the slope towards 0 (a conservative test). Chernozhukov et al. use one split, grf one forest's
+    out-of-bag predictions, so neither has fold offsets.
     """
     gamma, tau = np.asarray(gamma, float), np.asarray(tau, float)
     tbar = float(tau.mean())
-    dev = tau - tbar
+    if fold is None:
+        dev = tau - tbar
+    else:
+        fc = pd.factorize(np.asarray(fold))[0]
+        K = int(fc.max()) + 1
+        dev = tau - (np.bincount(fc, weights=tau, minlength=K) / np.bincount(fc, minlength=K))[fc]
     nan = {"estimate": np.nan, "se": np.nan, "df": np.nan, "p_value": np.nan, "lower": np.nan,
            "upper": np.nan}
     scale = max(np.abs(tau).max(), 1e-300)
@@ -459,7 +471,7 @@ def assess(trial: TrialData, oof: dict[str, pd.DataFrame], seed: int, *, larger_
     cal, gat, rat, toc = [], [], [], []
     for i, (m, f) in enumerate(oof.items()):
         tau = f["cate"].to_numpy(dtype=float)
-        cal.append(calibration(gam, tau, cl, level).assign(method=m))
+        cal.append(calibration(gam, tau, cl, level, fold=fold).assign(method=m))
         gat.append(gates(gam, tau, cl, n_groups, level).assign(method=m))
         r, t = rate(gam, tau, cl, trial.treatment, seeds.rng(seed, "validation", "rate", m),
                     larger_is_better=larger_is_better, n_boot=n_boot, level=level)
