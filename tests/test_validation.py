@@ -288,13 +288,21 @@ def test_cli_validate_worked_example(tmp_path):
     assert 0.8 * ate_w < w < 1.3 * ate_w
 
 
-def test_cli_validate_bad_input_one_line(tmp_path):
-    r = _cli("--methods", "lmm", "--covariates", "age,nope", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "['nope'] not found" in r.stderr
-    r = _cli("--methods", "q-rs", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "is for multisite trials" in r.stderr
-    r = _cli("--methods", "lmm", "--param", "nonsense=1", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "nonsense" in r.stderr
+def test_cli_validate_bad_input_one_line(tmp_path, capsys):
+    from clusterhte.cli import main
+
+    def run(*extra):
+        code = main(["validate", *ARGS, *extra])
+        return code, capsys.readouterr().err
+
+    code, err = run("--methods", "lmm", "--covariates", "age,nope", "--out", str(tmp_path / "x"))
+    assert code == 2 and err.count("\n") == 1 and "['nope'] not found" in err
+    code, err = run("--methods", "q-rs", "--out", str(tmp_path / "x"))
+    assert code == 2 and "is for multisite trials" in err and err.count("\n") == 1
+    code, err = run("--methods", "lmm", "--param", "nonsense=1", "--out", str(tmp_path / "x"))
+    assert code == 2 and "nonsense" in err and err.count("\n") == 1
+    code, err = run("--methods", "lmm", "--folds", "1", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--folds" in err
     assert not (tmp_path / "x").exists()
 
 
