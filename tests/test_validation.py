@@ -195,8 +195,10 @@ def test_cross_fit_doubles_weighting_scores_and_keeps_decisions():
     assert r.info["scale"] == "delta/2"
     np.testing.assert_allclose(a.loc[fold == 0, "cate"], 2 * r.point)
     np.testing.assert_array_equal(a.loc[fold == 0, "decision"], r.decision)
-    T = V.assess(tr, {"w-aug": a}, 3, n_boot=20)
+    T = V.assess(tr, {"w-aug": a}, 3, n_boot=20, failed={"q-rs": "RuntimeError: boom"})
     assert set(T) == set(V.VALIDATION_TABLES)
+    assert T["verdict"]["credible"].dtype == bool
+    assert "Validation failed for: q-rs." in V.verdict_text(T["verdict"])
 
 
 # ------------------------------------------------------------------------------ known answers

@@ -508,6 +508,7 @@ def assess(trial: TrialData, oof: dict[str, pd.DataFrame], seed: int, *, larger_
         extra = pd.DataFrame({"method": list(failed), "credible": False,
                               "verdict": [f"validation failed: {e}" for e in failed.values()]})
         tables["verdict"] = pd.concat([tables["verdict"], extra], ignore_index=True)
+        tables["verdict"]["credible"] = tables["verdict"]["credible"].astype(bool)
     return tables
 
 
@@ -545,8 +546,11 @@ def verdict(tables: dict[str, pd.DataFrame], alpha: float = 0.05) -> pd.DataFram
 
 def verdict_text(verdict_table: pd.DataFrame) -> str:
     """The plain-words first paragraph of a report."""
-    cred = verdict_table.loc[verdict_table["credible"], "method"].tolist()
-    rest = verdict_table.loc[~verdict_table["credible"], "method"].tolist()
+    ok = verdict_table["credible"].astype(bool).to_numpy()
+    failed = verdict_table["verdict"].astype(str).str.startswith("validation failed").to_numpy()
+    cred = verdict_table.loc[ok, "method"].tolist()
+    rest = verdict_table.loc[~ok & ~failed, "method"].tolist()
+    bad = verdict_table.loc[failed, "method"].tolist()
     if cred:
         head = (f"Credible heterogeneity (calibration test, 5% level, cluster-robust CR2): "
                 f"{', '.join(cred)}.")
@@ -554,4 +558,5 @@ def verdict_text(verdict_table: pd.DataFrame) -> str:
         head = ("No method shows credible heterogeneity: no method's out-of-fold CATEs predict the "
                 "doubly robust treatment effects better than chance (calibration test, 5% level, CR2).")
     tail = f" No evidence for: {', '.join(rest)}." if cred and rest else ""
+    tail += f" Validation failed for: {', '.join(bad)}." if bad else ""
     return head + tail + (" The spread of the in-sample CATEs alone is not evidence of heterogeneity.")
