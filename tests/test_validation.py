@@ -109,6 +109,12 @@ def test_blp_of_dr_scores_recovers_the_modifier():
         assert b.loc[term, "lower"] < true < b.loc[term, "upper"], term
     with pytest.raises(ValueError, match=r"\['k'\] are constant"):
         V.best_linear_projection(sc["gamma"], tr.frame.assign(k=1.0), ["X1", "k"], tr.cluster)
+    # an aliased column (X3 and 1 - X3) gets NaN; the others are the fit without it
+    al = V.best_linear_projection(sc["gamma"], tr.frame.assign(X4=1 - tr.frame["X3"]),
+                                  ["X1", "X3", "X4"], tr.cluster).set_index("term")
+    ref = V.best_linear_projection(sc["gamma"], tr.frame, ["X1", "X3"], tr.cluster).set_index("term")
+    assert np.isnan(al.loc["X4", "estimate"])
+    np.testing.assert_allclose(al.loc[["intercept", "X1", "X3"], "se"], ref["se"], rtol=1e-10)
 
 
 def test_gates_groups_and_top_minus_bottom():

@@ -269,7 +269,8 @@ def best_linear_projection(gamma, frame: pd.DataFrame, columns, cluster, level: 
 
     With ``standardize`` each covariate is centred and scaled to SD 1, so the intercept is the
     doubly robust ATE and each slope the change in the CATE per SD, holding the others fixed.
-    Returns ``term, estimate, se, df, lower, upper, p_value``. A constant column raises, naming it.
+    Returns ``term, estimate, se, df, lower, upper, p_value``. A constant column raises, naming it;
+    a column that is a linear combination of earlier ones gets NaN (aliased, as in R's ``lm``).
     """
     from clusterhte.data.trial import TrialDataError
 
@@ -282,9 +283,32 @@ def best_linear_projection(gamma, frame: pd.DataFrame, columns, cluster, level: 
     if standardize and columns:
         X = (X - X.mean(axis=0)) / sd
     D = np.column_stack([np.ones(len(X)), X])
-    fit = cr2_ols(np.asarray(gamma, float), D, cluster)
-    rows = [_row(fit, c, t, "two-sided", level) for c, t in zip(np.eye(D.shape[1]), ["intercept"] + columns)]
+    keep = _independent_columns(D)
+    fit = cr2_ols(np.asarray(gamma, float), D[:, keep], cluster)
+    terms = ["intercept"] + columns
+    rows, j = [], 0
+    for i, t in enumerate(terms):
+        if i in keep:
+            c = np.zeros(len(keep))
+            c[j] = 1.0
+            rows.append(_row(fit, c, t, "two-sided", level))
+            j += 1
+        else:  # a linear combination of earlier columns (e.g. a full set of dummies)
+            rows.append({"term": t, "estimate": np.nan, "se": np.nan, "df": np.nan, "lower": np.nan,
+                         "upper": np.nan, "p_value": np.nan})
     return pd.DataFrame(rows)[["term", "estimate", "se", "df", "lower", "upper", "p_value"]]
+
+
+def _independent_columns(D: np.ndarray, tol: float = 1e-9) -> list[int]:
+    """Indices of a maximal set of linearly independent columns, earlier columns first (columns
+    that are combinations of earlier ones are dropped, as R's ``lm`` aliases them)."""
+    keep: list[int] = []
+    for i in range(D.shape[1]):
+        cand = keep + [i]
+        sv = np.linalg.svd(D[:, cand], compute_uv=False)
+        if sv[-1] > tol * max(sv[0], 1.0) * np.sqrt(D.shape[0]):
+            keep = cand
+    return keep
 
 
 # ----------------------------------------------------------------------------- 5. GATES
