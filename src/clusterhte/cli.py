@@ -6,6 +6,9 @@ Examples::
     clusterhte fit --data tests/data/example_crt.csv --design crt --outcome y --treatment arm \
         --cluster site --covariates age,female,score --cluster-covariates urban --method lmm \
         --out cates.parquet
+    clusterhte validate --data tests/data/example_crt.csv --design crt --outcome y --treatment arm \
+        --cluster site --covariates age,female,score --cluster-covariates urban --methods lmm,gamm \
+        --out validation/
     clusterhte audit results/tables/otr_summary.parquet
 
 Exit codes: 0 success, 1 audit found a changed, missing or unchecked input or no provenance, 2 bad
@@ -418,6 +421,69 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def _cmd_validate(args) -> int:
+    """Cross-fitted validation of several methods on one trial: the tables of the workflow."""
+    import os
+
+    from clusterhte import io, methods
+    from clusterhte.data.trial import TrialDataError
+    from clusterhte.data.user import load_trial, split_list
+    from clusterhte.evaluate import validation as V
+
+    try:
+        want = "crt" if args.design == "crt" else "multisite"
+        names = [m.lower() for m in split_list(args.methods)] or [
+            n for n, i in methods.REGISTRY.items() if i.design == want]
+        for m in names:
+            if m not in methods.REGISTRY:
+                raise methods.MethodError(f"unknown method {m!r}; known: {', '.join(methods.REGISTRY)}")
+            if methods.REGISTRY[m].design != want:
+                raise methods.MethodError(f"method '{m}' is for {methods.REGISTRY[m].design} trials, "
+                                          f"not --design {args.design}; see `clusterhte methods`")
+        given = dict(_parse_param(t) for t in args.param)
+        params = {m: {k: v for k, v in given.items() if k in methods.get(m).param_names()} for m in names}
+        unused = sorted(set(given) - {k for p in params.values() for k in p})
+        if unused:
+            raise methods.MethodError(f"--param {unused} is not a hyperparameter of {names}")
+        for m in names:
+            methods.make(m, params[m])  # checks hyperparameter types up front
+        if args.folds < 2 or args.boot < 10 or args.groups < 2:
+            raise ValueError("--folds must be >= 2, --groups >= 2 and --boot >= 10")
+        trial = load_trial(args.data, args.design, outcome=args.outcome, treatment=args.treatment,
+                           cluster=args.cluster, individual_covariates=split_list(args.covariates),
+                           cluster_covariates=split_list(args.cluster_covariates),
+                           moderators=split_list(args.moderators), id_column=args.id)
+        V.propensity(trial)
+        V.validation_folds(trial, args.seed, args.folds)
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ValueError(f"--out must be a directory, {args.out!r} is a file")
+    except (TrialDataError, methods.MethodError, ValueError, io.InputFileError) as e:
+        print(f"clusterhte validate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    larger = not args.smaller_is_better
+    oof = {}
+    for m in names:
+        print(f"clusterhte validate: cross-fitting {m} on {trial.n} rows in "
+              f"{trial.cluster_codes.max() + 1} clusters", file=sys.stderr, flush=True)
+        try:
+            oof[m] = V.cross_fit(trial, m, params[m], args.seed, k=args.folds, larger_is_better=larger,
+                                 threads=args.threads, log=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - one method failing is reported, not fatal
+            print(f"clusterhte validate: method '{m}' failed: {type(e).__name__}: {e}", file=sys.stderr)
+    if not oof:
+        print("clusterhte validate: error: every method failed", file=sys.stderr)
+        return 1
+    tables = V.assess(trial, oof, args.seed, larger_is_better=larger, n_groups=args.groups,
+                      n_boot=args.boot)
+    os.makedirs(args.out, exist_ok=True)
+    for name, t in tables.items():
+        with io.atomic_path(os.path.join(args.out, f"{name}.csv")) as tmp:
+            t.to_csv(tmp, index=False)
+    print(V.verdict_text(tables["verdict"]), file=sys.stderr)
+    print(f"clusterhte validate: wrote {len(tables)} tables to {args.out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="clusterhte",
@@ -442,6 +508,33 @@ def build_parser() -> argparse.ArgumentParser:
                 "to stderr (--quiet: none)."))
     add_fit_arguments(s)
     s.set_defaults(func=_cmd_fit)
+    v = sub.add_parser(
+        "validate",
+        help="is the heterogeneity real? cross-fitted calibration, BLP, GATES, RATE, model selection, policy value",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=("Example:\n  clusterhte validate --data tests/data/example_crt.csv --design crt --outcome y \\\n"
+                "      --treatment arm --cluster site --covariates age,female,score \\\n"
+                "      --cluster-covariates urban --methods lmm,gamm --out validation/\n\n"
+                "Writes calibration.csv, blp.csv, gates.csv, rate.csv, toc.csv, model_selection.csv,\n"
+                "policy_value.csv, verdict.csv and oof_cates.csv (the workflow's table names)."))
+    for a in s._actions:  # the trial arguments of `fit`, copied (not shared)
+        if a.dest in ("help", "method", "param", "out"):
+            continue
+        kw = {"help": a.help, "default": a.default, "required": a.required}
+        if isinstance(a, argparse._StoreTrueAction):
+            kw["action"] = "store_true"
+            kw.pop("required")
+        else:
+            kw.update(type=a.type, choices=a.choices, metavar=a.metavar)
+        v.add_argument(*a.option_strings, **kw)
+    v.add_argument("--methods", default="", help="estimators, comma-separated (default: every method of the design)")
+    v.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="hyperparameter override, applied to every listed method that has it")
+    v.add_argument("--folds", type=int, default=5, help="cluster folds (fewer when an arm has fewer clusters)")
+    v.add_argument("--groups", type=int, default=5, help="GATES quantile groups")
+    v.add_argument("--boot", type=int, default=200, help="cluster-bootstrap replicates (RATE, model selection)")
+    v.add_argument("--out", required=True, help="output directory for the CSV tables")
+    v.set_defaults(func=_cmd_validate)
     s = sub.add_parser("audit", help="print the provenance chain of a workflow output and re-check input hashes",
                        epilog="Exit code 0: every input unchanged; 1: an input changed, is missing or could "
                               "not be checked, or the file has no provenance; 2: bad usage.")

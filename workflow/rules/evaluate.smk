@@ -92,3 +92,55 @@ if DATASETS:
             "results/logs/summaries/{dataset}.log",
         script:
             "../../scripts/dataset_summaries.py"
+
+
+# ---------------------------------------------------------------- validation: is the heterogeneity real?
+# One cross-fitting job per (dataset, method) (K fits over whole clusters, the section's quick
+# hyperparameters, interval-only refits off), then one cheap job for the tables of every method.
+VALIDATION = config.get("validation") or {}
+VALIDATION_FOLDS = int(VALIDATION.get("folds", 5))
+VALIDATION_TABLES = ["oof_cates", "calibration", "gates", "rate", "toc", "model_selection",
+                     "policy_value", "verdict"]   # blp comes from dataset_summaries
+VALIDATION_FIGURES = ["validation_calibration", "validation_toc", "validation_gates", "validation_loss"]
+
+if DATASETS:
+
+    rule dataset_validation_fit:
+        input:
+            "results/data/{dataset}.parquet",
+        output:
+            "results/validation/{dataset}/{method}.parquet",
+        params:
+            hyper=lambda w: method_params(DATASETS[w.dataset], w.method),
+            seed=SEED,
+            larger_is_better=lambda w: DATASETS[w.dataset].get("larger_is_better", True),
+            folds=VALIDATION_FOLDS,
+        threads: lambda w: method_threads(w.dataset, w.method)
+        resources:
+            mem_mb=lambda w: method_resource(w.dataset, w.method, "mem_mb", 4000),
+            runtime=lambda w: method_resource(w.dataset, w.method, "runtime", 240),
+        log:
+            "results/logs/validation/{dataset}/{method}.log",
+        script:
+            "../../scripts/dataset_validation.py"
+
+
+    rule dataset_validation:
+        # Calibration test, GATES, RATE/TOC, model selection and policy value of every method.
+        input:
+            data="results/data/{dataset}.parquet",
+            oof=lambda w: expand("results/validation/{{dataset}}/{method}.parquet",
+                                 method=DATASETS[w.dataset]["methods"]),
+        output:
+            expand("results/tables/{{dataset}}/{table}.parquet", table=VALIDATION_TABLES),
+        params:
+            methods=lambda w: DATASETS[w.dataset]["methods"],
+            seed=SEED,
+            larger_is_better=lambda w: DATASETS[w.dataset].get("larger_is_better", True),
+            groups=int(VALIDATION.get("groups", 5)),
+            boot=int(VALIDATION.get("boot", 200)),
+            tables=VALIDATION_TABLES,
+        log:
+            "results/logs/validation/{dataset}.log",
+        script:
+            "../../scripts/dataset_validation.py"

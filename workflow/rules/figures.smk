@@ -99,3 +99,27 @@ if "cct" in config:
             f"results/logs/figures/{CCT_NAME}_paper.log",
         script:
             "../../scripts/cct_figures.py"
+
+
+if DATASETS:
+
+    rule dataset_validation_figures:
+        # Calibration plot, TOC curves, GATES forest and loss differences of one analysed trial.
+        input:
+            gates="results/tables/{dataset}/gates.parquet",
+            calibration="results/tables/{dataset}/calibration.parquet",
+            toc="results/tables/{dataset}/toc.parquet",
+            model_selection="results/tables/{dataset}/model_selection.parquet",
+        output:
+            [f for fig in VALIDATION_FIGURES for f in (
+                report(f"results/figures/{{dataset}}/{fig}.png", caption=f"../report/trial_{fig}.rst",
+                       category="Trials", subcategory="{dataset}"),
+                f"results/figures/{{dataset}}/{fig}.pdf")],
+        params:
+            outcome=lambda w: DATASETS[w.dataset].get("outcome_label", DATASETS[w.dataset].get("outcome", "the outcome")),
+            synthetic=lambda w: w.dataset.endswith("_synthetic"),
+            figures=VALIDATION_FIGURES,
+        log:
+            "results/logs/figures/{dataset}_validation.log",
+        script:
+            "../../scripts/dataset_validation.py"

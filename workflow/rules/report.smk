@@ -5,9 +5,10 @@ if DATASETS:
 
     rule report_notebook:
         input:
-            tables=expand("results/tables/{{dataset}}/{table}.parquet", table=SUMMARY_TABLES),
+            tables=expand("results/tables/{{dataset}}/{table}.parquet", table=SUMMARY_TABLES + VALIDATION_TABLES),
             figures=lambda w: expand("results/figures/{dataset}/{figure}.png", dataset=w.dataset,
-                                     figure=DATASET_FIGURES + (CCT_FIGURES if w.dataset.startswith("cct") else [])),
+                                     figure=DATASET_FIGURES + VALIDATION_FIGURES
+                                     + (CCT_FIGURES if w.dataset.startswith("cct") else [])),
             data="results/data/{dataset}.parquet",
             notebook=lambda w: REPORT_NOTEBOOK[DATASETS[w.dataset]["kind"]],
         output:

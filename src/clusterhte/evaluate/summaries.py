@@ -10,7 +10,7 @@ Summaries
     :func:`ate_table` (ATE and its 95% interval), :func:`cate_quantiles` (the CATE distribution),
     :func:`cluster_average` (cluster-average CATEs), :func:`subgroup_table` (subgroup-average
     CATEs), :func:`subgroup_difference_in_means` (a model-free reference for the subgroups),
-    :func:`best_linear_projection` (OLS of the CATE on standardised covariates, cluster-robust SEs),
+    :func:`best_linear_projection` (OLS of doubly robust scores on standardised covariates, CR2),
     :func:`share_benefit`, :func:`agreement_matrix` (Spearman correlation and decision agreement).
 Diagnostics
     :func:`marginal_vs_conditional` (predictions without vs with the cluster random effect),
@@ -27,11 +27,9 @@ functions therefore give intervals only from posterior or bootstrap *draws* (``d
 draws the interval columns are NaN; :func:`subgroup_difference_in_means` gives a design-based
 interval for every subgroup from the data alone.
 
-The best linear projection regresses the *estimated* CATEs; its cluster-robust SEs describe how
-well the covariates summarise the fitted CATE surface across clusters, not the estimation
-uncertainty of the surface itself (grf's ``best_linear_projection`` regresses doubly robust scores
-instead; with a known propensity of 0.5 a user can pass the IPW pseudo-outcome
-``2 (2A - 1) Y`` as ``cate`` to get that design-based version).
+The best linear projection regresses cluster-cross-fitted doubly robust scores (as grf's
+``best_linear_projection`` does), not the estimated CATEs, with CR2 cluster-robust SEs
+(:mod:`clusterhte.evaluate.validation`); it is one table for the trial, not one per method.
 """
 
 from __future__ import annotations
@@ -264,38 +262,38 @@ def subgroup_difference_in_means(frame: pd.DataFrame, groups, level: float = 0.9
     return pd.DataFrame(out)
 
 
-def best_linear_projection(fits: pd.DataFrame, frame: pd.DataFrame, columns: Sequence[str],
-                           level: float = 0.95, standardize: bool = True) -> pd.DataFrame:
-    """OLS of each method's CATEs on ``columns`` of ``frame`` with cluster-robust SEs.
+def best_linear_projection(fits: pd.DataFrame | None, frame: pd.DataFrame, columns: Sequence[str],
+                           level: float = 0.95, standardize: bool = True, seed: int = 20231,
+                           k: int = 5) -> pd.DataFrame:
+    """Best linear projection of the treatment effect on ``columns`` (grf's
+    ``best_linear_projection``), from the trial alone: OLS of doubly robust scores on (1,
+    covariates) with CR2 cluster-robust SEs and Satterthwaite df.
 
-    Covariates are standardised (mean 0, SD 1 over the rows the method predicted) when
-    ``standardize``, so the intercept is the ATE and each slope is the change in the CATE per SD of
-    that covariate, holding the others fixed. SEs are CR1 (clustered by ``frame["cluster"]``), the
-    interval is t on (clusters - 1) df. A column constant over the rows raises, naming it.
-    Returns ``method, term, estimate, se, lower, upper, p_value, r2``.
+    The scores use the known propensity (share of treated clusters when every cluster has one arm,
+    else each site's treated share) and outcome models cross-fitted over whole clusters
+    (:func:`clusterhte.evaluate.validation.dr_scores`, folds from ``seed``). They do not depend on
+    any method, so ``fits`` is not used (kept for the call signature of the summaries). With
+    ``standardize`` the intercept is the doubly robust ATE and each slope the change in the effect
+    per SD of the covariate, holding the others fixed. Returns ``term, estimate, se, df, lower,
+    upper, p_value``. A constant column raises, naming it.
+
+    This replaces the regression of the *estimated* CATEs on the covariates, whose intervals
+    described the fitted surface, not the data (its intercept interval had zero width).
     """
-    _check(fits, ["method", "row", "cate"])
-    _check(frame, ["cluster"] + list(columns), "trial frame")
-    out = []
-    for m, f in _by_method(fits):
-        rows = f["row"].to_numpy(dtype=int)
-        X = frame[list(columns)].to_numpy(dtype=float)[rows]
-        sd = X.std(axis=0, ddof=1) if len(rows) > 1 else np.zeros(X.shape[1])
-        const = [c for c, s in zip(columns, sd) if not s > 0]
-        if const:
-            raise TrialDataError(f"best_linear_projection: covariate(s) {const} are constant; drop them")
-        if standardize:
-            X = (X - X.mean(axis=0)) / sd
-        cl = frame["cluster"].to_numpy()[rows]
-        r = _cluster_robust_ols(f["cate"].to_numpy(dtype=float), np.column_stack([np.ones(len(rows)), X]), cl)
-        G = len(np.unique(cl))
-        q = stats.t.ppf(0.5 + level / 2, G - 1)
-        est, se = np.asarray(r.params), np.asarray(r.bse)
-        p = 2 * stats.t.sf(np.abs(est / np.where(se > 0, se, np.nan)), G - 1)
-        out.append(pd.DataFrame({"method": m, "term": ["intercept"] + list(columns), "estimate": est,
-                                 "se": se, "lower": est - q * se, "upper": est + q * se, "p_value": p,
-                                 "r2": float(r.rsquared)}))
-    return pd.concat(out, ignore_index=True)
+    from clusterhte.data.trial import TrialData
+    from clusterhte.evaluate import validation as V
+    from clusterhte.folds import cluster_strata
+
+    columns = list(columns)
+    _check(frame, ["cluster", "treatment", "outcome"] + columns, "trial frame")
+    codes = pd.factorize(frame["cluster"], sort=True)[0]
+    single_arm = (cluster_strata(codes, frame["treatment"].to_numpy(dtype=float)) < 2).all()
+    td = TrialData(frame[["cluster", "treatment", "outcome"] + columns].reset_index(drop=True),
+                   "crt" if single_arm else "multisite", tuple(columns), name="trial")
+    fold = V.validation_folds(td, seed, k)
+    sc = V.dr_scores(td, fold)
+    return V.best_linear_projection(sc["gamma"].to_numpy(), td.frame, columns, td.cluster, level,
+                                    standardize)
 
 
 def share_benefit(fits: pd.DataFrame, cutoff: float = 0.0, larger_is_better: bool = True) -> pd.DataFrame:
