@@ -422,42 +422,42 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    """Cross-fitted validation of several methods on one trial: the tables of the workflow."""
+    """Cross-fitted validation of several methods on one trial: the tables of the workflow.
+
+    Every check of ``fit`` runs first (output folder, methods and design, --settings and --param
+    values, the trial file, hyperparameters against the trial), with the same one-line errors."""
     import os
 
     from clusterhte import io, methods
-    from clusterhte.data.trial import TrialDataError
-    from clusterhte.data.user import load_trial, split_list
+    from clusterhte.data.user import split_list
     from clusterhte.evaluate import validation as V
 
     try:
+        check_output_path(args.out, args.data, suffixes=(), directory=True)
         want = "crt" if args.design == "crt" else "multisite"
-        names = [m.lower() for m in split_list(args.methods)] or [
+        names = [resolve_method(args, m) for m in split_list(args.methods)] or [
             n for n, i in methods.REGISTRY.items() if i.design == want]
-        for m in names:
-            if m not in methods.REGISTRY:
-                raise methods.MethodError(f"unknown method {m!r}; known: {', '.join(methods.REGISTRY)}")
-            if methods.REGISTRY[m].design != want:
-                raise methods.MethodError(f"method '{m}' is for {methods.REGISTRY[m].design} trials, "
-                                          f"not --design {args.design}; see `clusterhte methods`")
         given = dict(_parse_param(t) for t in args.param)
-        params = {m: {k: v for k, v in given.items() if k in methods.get(m).param_names()} for m in names}
-        unused = sorted(set(given) - {k for p in params.values() for k in p})
+        params = {}
+        for m in names:
+            own = set(methods.get(m).param_names())
+            params[m] = dict(sorted({**fit_settings(m, args.settings, args.config_dir),
+                                     **{k: v for k, v in given.items() if k in own}}.items()))
+            check_hyperparameters(m, params[m])
+        unused = sorted(set(given) - {k for m in names for k in methods.get(m).param_names()})
         if unused:
             raise methods.MethodError(f"--param {unused} is not a hyperparameter of {names}")
-        for m in names:
-            methods.make(m, params[m])  # checks hyperparameter types up front
         if args.folds < 2 or args.boot < 10 or args.groups < 2:
-            raise ValueError("--folds must be >= 2, --groups >= 2 and --boot >= 10")
-        trial = load_trial(args.data, args.design, outcome=args.outcome, treatment=args.treatment,
-                           cluster=args.cluster, individual_covariates=split_list(args.covariates),
-                           cluster_covariates=split_list(args.cluster_covariates),
-                           moderators=split_list(args.moderators), id_column=args.id)
-        V.propensity(trial)
-        V.validation_folds(trial, args.seed, args.folds)
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise ValueError(f"--out must be a directory, {args.out!r} is a file")
-    except (TrialDataError, methods.MethodError, ValueError, io.InputFileError) as e:
+            raise UsageError("--folds must be >= 2, --groups >= 2 and --boot >= 10")
+        trial = load_fit_trial(args, warn=lambda m: print(f"clusterhte validate: warning: {m}", file=sys.stderr))
+        for m in names:
+            check_hyperparameters(m, params[m], trial)
+        try:
+            V.propensity(trial)
+            V.validation_folds(trial, args.seed, args.folds)
+        except ValueError as e:
+            raise UsageError(f"{args.data}: {e}") from None
+    except fit_errors() as e:
         print(f"clusterhte validate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     larger = not args.smaller_is_better
@@ -517,23 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "      --cluster-covariates urban --methods lmm,gamm --out validation/\n\n"
                 "Writes calibration.csv, blp.csv, gates.csv, rate.csv, toc.csv, model_selection.csv,\n"
                 "policy_value.csv, verdict.csv and oof_cates.csv (the workflow's table names)."))
-    for a in s._actions:  # the trial arguments of `fit`, copied (not shared)
-        if a.dest in ("help", "method", "param", "out"):
-            continue
-        kw = {"help": a.help, "default": a.default, "required": a.required}
-        if isinstance(a, argparse._StoreTrueAction):
-            kw["action"] = "store_true"
-            kw.pop("required")
-        else:
-            kw.update(type=a.type, choices=a.choices, metavar=a.metavar)
-        v.add_argument(*a.option_strings, **kw)
+    add_fit_arguments(v, out_help="output directory for the CSV tables", method=False)
     v.add_argument("--methods", default="", help="estimators, comma-separated (default: every method of the design)")
-    v.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="hyperparameter override, applied to every listed method that has it")
     v.add_argument("--folds", type=int, default=5, help="cluster folds (fewer when an arm has fewer clusters)")
     v.add_argument("--groups", type=int, default=5, help="GATES quantile groups")
     v.add_argument("--boot", type=int, default=200, help="cluster-bootstrap replicates (RATE, model selection)")
-    v.add_argument("--out", required=True, help="output directory for the CSV tables")
     v.set_defaults(func=_cmd_validate)
     s = sub.add_parser("audit", help="print the provenance chain of a workflow output and re-check input hashes",
                        epilog="Exit code 0: every input unchanged; 1: an input changed, is missing or could "
