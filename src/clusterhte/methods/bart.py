@@ -89,6 +89,7 @@ Library: stochtree 0.4.5 low-level API (``Dataset``, ``Residual``, ``ForestSampl
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -286,81 +287,72 @@ def random_intercept_reml(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> t
 
 
 # ------------------------------------------------------------------ random-effect prior steps
-def slice_sample_positive(log_density, x0, rng: np.random.Generator, width: float = 1.0,
-                          max_steps: int = 50) -> np.ndarray:
-    """One slice-sampling update (Neal 2003: stepping out, then shrinkage) of positive parameters.
+def slice_sample_positive(log_density, x0: float, rng: np.random.Generator, width: float = 1.0,
+                          max_steps: int = 50) -> float:
+    """One slice-sampling update (Neal 2003: stepping out, then shrinkage) of a positive parameter.
 
-    ``x0`` holds K independent current values; ``log_density(x)`` returns the K log densities (up
-    to a constant) at K points. The update runs on u = log x (Jacobian added), so it leaves
-    ``log_density`` invariant for every element. Vectorised over the K targets.
+    ``log_density(x)`` is the log density (up to a constant) at a float x. The update runs on
+    u = log x (Jacobian added), so it leaves ``log_density`` invariant. Scalar code (``math``): the
+    sampler calls it once or twice per sweep, where numpy's per-call overhead would dominate.
     """
-    x0 = np.atleast_1d(np.asarray(x0, dtype=float))
-    u0 = np.log(x0)
+    def lt(u: float) -> float:
+        if u > 700.0:
+            return -math.inf
+        x = math.exp(u)
+        if x <= 0.0:
+            return -math.inf
+        v = log_density(x)
+        return -math.inf if v != v else v + u
 
-    def lt(u):
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            v = log_density(np.exp(u)) + u
-        return np.where(np.isnan(v), -np.inf, v)
-
-    level = lt(u0) - rng.exponential(size=u0.shape)
-    left = u0 - width * rng.uniform(size=u0.shape)
+    u0 = math.log(x0)
+    level = lt(u0) - rng.exponential()
+    left = u0 - width * rng.random()
     right = left + width
-    jl = np.floor(max_steps * rng.uniform(size=u0.shape))
-    jr = (max_steps - 1) - jl
-    act = jl > 0
-    while act.any():
-        act &= lt(left) > level
-        left = np.where(act, left - width, left)
-        jl -= act
-        act &= jl > 0
-    act = jr > 0
-    while act.any():
-        act &= lt(right) > level
-        right = np.where(act, right + width, right)
-        jr -= act
-        act &= jr > 0
-    u = u0.copy()
-    todo = np.ones(u0.shape, dtype=bool)
+    jl = int(max_steps * rng.random())
+    jr = max_steps - 1 - jl
+    while jl > 0 and lt(left) > level:
+        left -= width
+        jl -= 1
+    while jr > 0 and lt(right) > level:
+        right += width
+        jr -= 1
     for _ in range(200):
-        prop = left + (right - left) * rng.uniform(size=u0.shape)
-        ok = todo & (lt(prop) > level)
-        u = np.where(ok, prop, u)
-        todo &= ~ok
-        if not todo.any():
-            break
-        left = np.where(todo & (prop < u0), prop, left)
-        right = np.where(todo & (prop >= u0), prop, right)
-    return np.exp(u)
+        prop = left + (right - left) * rng.random()
+        if lt(prop) > level:
+            return math.exp(prop)
+        if prop < u0:
+            left = prop
+        else:
+            right = prop
+    return x0
 
 
-def halfcauchy_sd_step(s, ssq, J, A, rng: np.random.Generator) -> np.ndarray:
+def halfcauchy_sd_step(s: float, ssq: float, J: int, A: float, rng: np.random.Generator) -> float:
     """dbarts ``rbart_vi``: update of the random-intercept SD s given J intercepts with sum of
     squares ``ssq`` under s ~ half-Cauchy(0, A): slice sampling of
     log p(s | b) = -J log s - ssq / (2 s^2) - log(1 + (s / A)^2)."""
-    ssq, J, A = np.asarray(ssq, float), np.asarray(J, float), np.asarray(A, float)
-    return slice_sample_positive(lambda x: -J * np.log(x) - 0.5 * ssq / x ** 2 - np.log1p((x / A) ** 2),
+    h = 0.5 * ssq
+    return slice_sample_positive(lambda x: -J * math.log(x) - h / (x * x) - math.log1p((x / A) ** 2),
                                  s, rng)
 
 
-def hiw_variance_step(s2, ssq, J, df, A, rng: np.random.Generator) -> np.ndarray:
+def hiw_variance_step(s2: float, ssq: float, J: int, df: float, A: float, rng: np.random.Generator) -> float:
     """mxBART ``draw_varianceComponents`` (``prior = 1``), one random effect: the Huang-Wand
     hierarchical inverse-Wishart s^2 | a ~ IG(df / 2, df / a), a ~ IG(1 / 2, 1 / A^2), whose margin is
     s ~ half-t_df(0, A). Two conjugate Gibbs steps: g = 1 / a ~ Gamma((df + 1) / 2, rate = df / s^2 +
     1 / A^2), then s^2 ~ IG((J + df) / 2, ssq / 2 + df g)."""
-    s2, ssq, J = np.asarray(s2, float), np.asarray(ssq, float), np.asarray(J, float)
-    g = rng.gamma(0.5 * (df + 1.0), size=s2.shape) / (df / s2 + 1.0 / A ** 2)
-    return (0.5 * ssq + df * g) / rng.gamma(0.5 * (J + df), size=s2.shape)
+    g = rng.gamma(0.5 * (df + 1.0)) / (df / s2 + 1.0 / (A * A))
+    return (0.5 * ssq + df * g) / rng.gamma(0.5 * (J + df))
 
 
-def iw_variance_step(ssq, J, df, s, rng: np.random.Generator) -> np.ndarray:
+def iw_variance_step(ssq: float, J: int, df: float, s: float, rng: np.random.Generator) -> float:
     """mxBART ``prior = 2``, one random effect: s^2 ~ scaled-inverse-chi^2(df, s) = IG(df / 2,
     df s / 2), conjugate: s^2 | b ~ IG((J + df) / 2, (ssq + df s) / 2)."""
-    ssq, J = np.asarray(ssq, float), np.asarray(J, float)
-    return (0.5 * ssq + 0.5 * df * s) / rng.gamma(0.5 * (J + df), size=np.broadcast(ssq, J).shape)
+    return (0.5 * ssq + 0.5 * df * s) / rng.gamma(0.5 * (J + df))
 
 
-def decov_step(t, sigma, ssq, J, rss, n, shape, scale, rate, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
+def decov_step(t: float, sigma: float, ssq: float, J: int, rss: float, n: int, shape: float,
+               scale: float, rate: float, rng: np.random.Generator) -> tuple[float, float]:
     """stan4bart / rstanarm ``decov`` for one varying intercept, with ``prior_aux = exponential``.
 
     Parameters: b_j ~ N(0, (sigma t)^2), t ~ Gamma(shape, scale) (rstanarm: tau ~ Gamma(shape, 1)
@@ -368,20 +360,19 @@ def decov_step(t, sigma, ssq, J, rss, n, shape, scale, rate, rng: np.random.Gene
     (-J log t - ssq / (2 sigma^2 t^2) + (shape - 1) log t - t / scale) and then of sigma | t, b, residual
     (-(n + J) log sigma - (rss + ssq / t^2) / (2 sigma^2) - rate sigma).
     """
-    ssq, J, rss, n = (np.asarray(v, float) for v in (ssq, J, rss, n))
-    sig = np.asarray(sigma, float)
-    t = slice_sample_positive(lambda x: (shape - 1.0 - J) * np.log(x) - 0.5 * ssq / (sig * x) ** 2
-                              - x / scale, t, rng)
-    sig = slice_sample_positive(lambda x: -(n + J) * np.log(x) - 0.5 * (rss + ssq / t ** 2) / x ** 2
-                                - rate * x, sig, rng)
-    return t, sig
+    c = 0.5 * ssq / (sigma * sigma)
+    a = shape - 1.0 - J
+    t = slice_sample_positive(lambda x: a * math.log(x) - c / (x * x) - x / scale, t, rng)
+    h = 0.5 * (rss + ssq / (t * t))
+    m = n + J
+    sigma = slice_sample_positive(lambda x: -m * math.log(x) - h / (x * x) - rate * x, sigma, rng)
+    return t, sigma
 
 
-def bart_sigma2_step(rss, n, shape, scale, rng: np.random.Generator) -> np.ndarray:
+def bart_sigma2_step(rss: float, n: int, shape: float, scale: float, rng: np.random.Generator) -> float:
     """sigma^2 ~ IG(shape, scale) (BART's nu lambda / chi^2_nu): sigma^2 | . ~ IG(shape + n / 2,
     scale + rss / 2)."""
-    rss = np.asarray(rss, float)
-    return (scale + 0.5 * rss) / rng.gamma(shape + 0.5 * n, size=rss.shape)
+    return (scale + 0.5 * rss) / rng.gamma(shape + 0.5 * n)
 
 
 class _HalfCauchy:
@@ -392,10 +383,10 @@ class _HalfCauchy:
         self.description = f"s_b ~ half-Cauchy(0, {A:.4g} sd(y))"
 
     def init(self, sigma2: float) -> dict:
-        return {"s2b": np.array([0.04]), "sigma2": np.array([sigma2])}
+        return {"s2b": 0.04, "sigma2": sigma2}
 
     def update(self, st: dict, ssq: float, J: int, rss: float, n: int, rng) -> None:
-        s = halfcauchy_sd_step(np.sqrt(st["s2b"]), ssq, J, self.A, rng)
+        s = halfcauchy_sd_step(math.sqrt(st["s2b"]), ssq, J, self.A, rng)
         st["s2b"] = s ** 2
         st["sigma2"] = bart_sigma2_step(rss, n, self.sig_shape, self.sig_scale, rng)
 
@@ -411,7 +402,7 @@ class _MxBART:
                             f"s_b^2 ~ scaled-inv-chi2({df:g}, {scale:.4g} var(y)) (inverse-Wishart)")
 
     def init(self, sigma2: float) -> dict:
-        return {"s2b": np.array([0.04]), "sigma2": np.array([sigma2])}
+        return {"s2b": 0.04, "sigma2": sigma2}
 
     def update(self, st: dict, ssq: float, J: int, rss: float, n: int, rng) -> None:
         if self.kind == "hiw":
@@ -430,17 +421,12 @@ class _Decov:
                             f"sigma ~ Exponential(rate {rate:g} / sd(y))")
 
     def init(self, sigma2: float) -> dict:
-        return {"t": np.array([0.2 / np.sqrt(sigma2)]), "sigma2": np.array([sigma2]),
-                "s2b": np.array([0.04])}
+        return {"t": 0.2 / math.sqrt(sigma2), "sigma2": sigma2, "s2b": 0.04}
 
     def update(self, st: dict, ssq: float, J: int, rss: float, n: int, rng) -> None:
-        t, sig = decov_step(st["t"], np.sqrt(st["sigma2"]), ssq, J, rss, n, self.shape, self.scale,
+        t, sig = decov_step(st["t"], math.sqrt(st["sigma2"]), ssq, J, rss, n, self.shape, self.scale,
                             self.rate, rng)
         st["t"], st["sigma2"], st["s2b"] = t, sig ** 2, (sig * t) ** 2
-
-
-def _scalar(v) -> float:
-    return float(np.ravel(v)[0])
 
 
 def run_chain(X: np.ndarray, y: np.ndarray, groups: np.ndarray, prior, *, num_trees: int,
@@ -481,12 +467,12 @@ def run_chain(X: np.ndarray, y: np.ndarray, groups: np.ndarray, prior, *, num_tr
         gfr = it < num_gfr
         i_mc = it - num_gfr - num_burnin
         keep = i_mc >= 0 and (i_mc + 1) % keep_every == 0
-        gcfg.update_global_error_variance(_scalar(st["sigma2"]))
+        gcfg.update_global_error_variance(float(st["sigma2"]))
         sampler.sample_one_iteration(container, forest, data, resid, cpp_rng, gcfg, fcfg,
                                      keep_forest=keep, gfr=gfr, num_threads=n_threads)
         # cluster intercepts from their Gaussian full conditional given r = y - f
         r = np.asarray(resid.get_residual(), dtype=float).ravel() + b[groups]
-        sigma2, s2b = _scalar(st["sigma2"]), _scalar(st["s2b"])
+        sigma2, s2b = float(st["sigma2"]), float(st["s2b"])
         prec = nj / sigma2 + 1.0 / s2b
         mean = np.bincount(groups, weights=r, minlength=J) / sigma2 / prec
         b = mean + rng.standard_normal(J) / np.sqrt(prec)
@@ -495,8 +481,8 @@ def run_chain(X: np.ndarray, y: np.ndarray, groups: np.ndarray, prior, *, num_tr
         prior.update(st, float(b @ b), J, float(e @ e), n, rng)
         if keep:
             kept_b.append(b)
-            kept_s2b.append(_scalar(st["s2b"]))
-            kept_sig2.append(_scalar(st["sigma2"]))
+            kept_s2b.append(float(st["s2b"]))
+            kept_sig2.append(float(st["sigma2"]))
     return {"forests": container, "b": np.array(kept_b), "s2b": np.array(kept_s2b),
             "sigma2": np.array(kept_sig2)}
 
