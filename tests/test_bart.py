@@ -446,3 +446,20 @@ def test_gibbs_sweep_recovers_cluster_intercepts_with_known_forest():
     shrunk = ybar * (m / e2) / (m / e2 + 1 / s2)
     np.testing.assert_allclose(bhat, shrunk, atol=0.05)
     assert 0.15 < e2 < 0.4 and 0.2 < s2 < 1.5
+
+
+def test_split_rhat_and_ess_on_known_chains():
+    """AR(1) chains with rho = 0.8 have ESS = N (1 - rho) / (1 + rho); shifted chains have R-hat > 1."""
+    from scipy.signal import lfilter
+
+    from clusterhte.methods.bart import split_rhat_ess
+
+    rng = np.random.default_rng(10)
+    x = lfilter([1.0], [1.0, -0.8], rng.normal(size=(4, 21000)), axis=1)[:, 1000:]
+    rhat, ess = split_rhat_ess(x)
+    assert rhat < 1.01
+    assert ess == pytest.approx(80000 * 0.2 / 1.8, rel=0.15)
+    y = rng.normal(size=(4, 500))
+    assert split_rhat_ess(y)[0] < 1.02 and split_rhat_ess(y)[1] > 1000
+    y[0] += 1.0
+    assert split_rhat_ess(y)[0] > 1.05

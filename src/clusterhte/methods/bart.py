@@ -100,7 +100,7 @@ from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
 
 __all__ = ["RiBART", "MixedBART", "Stan4BART", "RandomInterceptBART", "random_intercept_reml",
-           "slice_sample_positive", "halfcauchy_sd_step", "hiw_variance_step", "iw_variance_step",
+           "slice_sample_positive", "split_rhat_ess", "halfcauchy_sd_step", "hiw_variance_step", "iw_variance_step",
            "decov_step"]
 
 
@@ -485,6 +485,37 @@ def run_chain(X: np.ndarray, y: np.ndarray, groups: np.ndarray, prior, *, num_tr
             kept_sig2.append(float(st["sigma2"]))
     return {"forests": container, "b": np.array(kept_b), "s2b": np.array(kept_s2b),
             "sigma2": np.array(kept_sig2)}
+
+
+def split_rhat_ess(chains: np.ndarray) -> tuple[float, float]:
+    """Split-chain potential scale reduction R-hat and effective sample size of a scalar quantity.
+
+    ``chains``: (n_chains, n_draws). Each chain is split in half (Gelman et al., BDA3 §11.4);
+    R-hat = sqrt(((n - 1) / n W + B / n) / W); the ESS sums the autocorrelations of the pooled
+    split chains (from the variogram, BDA3 eq. 11.7) up to Geyer's initial positive sequence.
+    """
+    x = np.asarray(chains, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 4:
+        raise ValueError(f"chains must be (n_chains, n_draws >= 4), got shape {x.shape}")
+    h = x.shape[1] // 2
+    x = np.vstack([x[:, :h], x[:, h:2 * h]])
+    m, n = x.shape
+    means = x.mean(axis=1)
+    W = float(np.mean(x.var(axis=1, ddof=1)))
+    B = float(n * means.var(ddof=1))
+    var_plus = (n - 1) / n * W + B / n
+    if not W > 0:
+        return float("nan"), float("nan")
+    rhat = float(np.sqrt(var_plus / W))
+    xc = x - means[:, None]
+    f = np.fft.rfft(xc, n=2 * n, axis=1)
+    acov = np.fft.irfft(f * np.conj(f), axis=1)[:, :n] / n           # per-chain autocovariances
+    rho = 1.0 - (W - acov.mean(axis=0)) / var_plus                    # BDA3 (11.7) via W - mean acov
+    rho[0] = 1.0
+    pairs = rho[: 2 * ((n - 1) // 2)].reshape(-1, 2).sum(axis=1)      # Geyer: rho_{2t} + rho_{2t+1}
+    pos = np.argmax(pairs <= 0) if np.any(pairs <= 0) else pairs.size
+    tau = -1.0 + 2.0 * float(np.sum(pairs[:pos]))
+    return rhat, float(m * n / max(tau, 1.0 / np.log10(m * n)))
 
 
 # ------------------------------------------------------------------ the shared estimator
