@@ -73,8 +73,9 @@ Where this differs from the R originals, one by one:
   feature (``cutpoint_grid_size``), like dbarts' ``n.cuts`` and BART's ``numcut`` defaults. No
   depth cap (``max_depth = -1``), as in R.
 * Leaf prior N(0, ((max y - min y) / (2 k))^2 / m), fixed (as dbarts and BART).
-* riBART: dbarts updates s_b ``n.thin`` times per stored draw with one tree sweep in between
-  ranef draws; here every sweep updates b, s_b and sigma^2 once (the same stationary distribution).
+* riBART: per stored draw dbarts draws b once, runs ``n.thin`` tree sweeps (sigma^2 inside each)
+  and ``n.thin`` slice steps of s_b; here every sweep draws b, s_b and sigma^2 once (the same
+  stationary distribution; b is refreshed more often).
 * mixedBART: for ``rfx_prior = "iw"``, mxBART's C++ passes its inverse-gamma-converted (df / 2,
   df s / 2) into inverse-Wishart formulas; we use the scaled-inverse-chi^2(df, s) prior its R code
   describes. The data-based scale A is floored at 0.1 sd(y) / qt(0.975, df) (lme4 can return a
@@ -663,9 +664,9 @@ class RiBART(RandomInterceptBART):
     ``n.chains = 4``, ``n.burn = 1500``, ``n.samples = 1500``, ``n.thin = 5`` (= 1500 burn-in
     sweeps, 300 kept draws 5 sweeps apart per chain).
 
-    Differences from dbarts: trees by stochtree (``min_samples_leaf``); one random-effect and
-    sigma update per tree sweep (dbarts: ``n.thin`` slice steps per stored draw); chains run
-    sequentially. ``rfx_sd_prior_scale`` is the half-Cauchy scale in units of sd(y).
+    Differences from dbarts: trees by stochtree (``min_samples_leaf``); b, s_b and sigma^2 are
+    drawn once per tree sweep (dbarts: b once and ``n.thin`` slice steps of s_b per ``n.thin``
+    sweeps); chains run sequentially. ``rfx_sd_prior_scale`` is the half-Cauchy scale in units of sd(y).
     """
 
     name = "ribart"
