@@ -1,83 +1,115 @@
-"""Random-intercept BART S-learners for CATEs in cluster-randomized trials (riBART, mixedBART, stan4bart).
+"""Random-intercept BART S-learners for CATEs in cluster-randomized trials: riBART, mixedBART, stan4bart.
 
 Estimand (spec ``crt_cate.md`` §2): tau(x, v) = E[Y(1) - Y(0) | X = x, V = v] in a two-arm parallel
 CRT, the cluster random intercept integrated out.
 
-Model (all three labels)::
+Model (all three methods)::
 
     Y_ij = f(X_ij, V_i, A_i) + b_i + e_ij,   f ~ BART,  b_i ~ N(0, s_b^2),  e_ij ~ N(0, sigma^2)
 
-fitted with :class:`stochtree.BARTModel` (additive random intercept by cluster,
-``random_effects_params={"model_spec": "intercept_only"}``). The CATE draws are taken from the
-**mean forest only** (random effect set to 0)::
+The CATE draws come from the **sum of trees only** (random intercept set to 0)::
 
     tau_s(x, v) = f_s(x, v, 1) - f_s(x, v, 0)     for every retained posterior draw s
 
-the point estimate is the posterior mean and the 95% interval the 2.5%/97.5% posterior quantiles.
-Because b is excluded, the CATE of a row does not depend on its cluster label: prediction works for
-new clusters and for the training rows alike.
+point estimate = posterior mean, 95% interval = 2.5%/97.5% posterior quantiles. A row's CATE does
+not depend on its cluster label, so prediction works for new clusters and the training rows alike.
 
-The three labels follow three R originals (spec §3.1–3.3):
+The sampler (one Gibbs sweep per iteration, :func:`run_chain`)
+----------------------------------------------------------------
+1. the forest f given the partial residual y - b: stochtree's low-level Bayesian backfitting step
+   (``ForestSampler.sample_one_iteration``, Chipman et al. 2010 MCMC; optional grow-from-root
+   warm-start sweeps);
+2. the cluster intercepts from their Gaussian full conditional given r = y - f::
 
-=============  ==========================================  ============================================
-label          R original                                  settings reproduced here (code defaults)
-=============  ==========================================  ============================================
-riBART         ``dbarts::rbart_vi``                        75 trees, k = 2, power 2, base .95, 4 chains,
-                                                           1500 burn-in, 1500 kept draws per chain,
-                                                           thinning 5
-mixedBART      ``mxBART::mxbart``                          200 trees, k = 2, power 2, base .95, 1 chain,
-                                                           nskip 100, ndpost 1000, keepevery 1
-stan4bart      ``stan4bart::stan4bart``                    75 trees (dbarts default), k = 2, 4 chains,
-                                                           1000 warm-up + 1000 iterations per chain
-=============  ==========================================  ============================================
+       b_j | . ~ N( (S_j / sigma^2) / (n_j / sigma^2 + 1 / s_b^2),  1 / (n_j / sigma^2 + 1 / s_b^2) )
 
-**What differs from R.** In Python the three labels are the *same* stochtree sampler (MCMC
-for the forest, conjugate Gibbs updates of the random intercepts, their variance and sigma^2); only
-the tree count and the chain layout (burn-in, kept draws, chains, thinning) differ between them, and
-all three use stochtree's random-effect prior. The R originals differ in more than that:
+   with S_j, n_j the per-cluster residual sums and sizes (``numpy.bincount``, no loop over clusters);
+3. the random-intercept scale s_b given b, and the residual variance sigma^2 given the residual,
+   under **the prior of each method's R original** (below).
 
-* Random-effect prior. stochtree writes b_i = alpha * xi_i with a redundant working parameter
-  alpha ~ N(0, 1) and xi_i ~ N(0, s_xi^2), s_xi^2 ~ inverse-gamma(``rfx_variance_prior_shape``,
-  ``rfx_variance_prior_scale``) on the standardized outcome scale (parameter expansion). dbarts
-  ``rbart_vi`` puts a half-Cauchy prior on the random-effect SD; mxBART a hierarchical
-  inverse-Wishart (``mxps = list(prior = 1, df = 3, scale = 1)``); stan4bart samples the multilevel
-  part with Stan (HMC) under rstanarm's ``decov`` prior. None of these priors is available in
-  stochtree; all three labels here use the stochtree prior.
-* stan4bart's Stan/HMC step for the varying intercept is replaced by stochtree's conjugate Gibbs step.
-* Leaf prior. The dbarts/BART leaf prior N(0, ((max y - min y) / (2 k))^2 / m) is reproduced exactly
-  by setting stochtree's ``sigma2_leaf_init`` to that value (on stochtree's standardized scale) and
-  keeping it fixed (``sample_sigma2_leaf=False``), as in dbarts and BART.
-* Residual variance prior. The BART prior sigma^2 ~ nu * lambda / chi^2_nu with P(sigma < sigest) =
-  ``sigquant`` (sigest = residual SD of the linear regression of y on the features, dbarts' and
-  BART's default) is mapped to stochtree's inverse-gamma(nu / 2, nu * lambda / 2), which is the same
-  distribution.
-* Tree prior. stochtree requires at least ``min_samples_leaf`` (default 5) observations per leaf
-  and caps tree depth at 10; neither is a hyperparameter of the R originals. Cut-points: stochtree
-  uses at most 100 candidate values per feature (``cutpoint_grid_size``), like dbarts' ``n.cuts`` and
-  BART's ``numcut`` defaults of 100.
-* ``num_gfr`` warm-start (grow-from-root, XBART) iterations are off by default (0) for fidelity to
-  the R MCMC samplers; set ``num_gfr >= num_chains`` to start each chain from a GFR ensemble.
+Everything runs on the standardized outcome (y - mean(y)) / sd(y); the priors below are stated on
+the outcome scale and converted. Chains run one after another and are pooled.
 
-Library: stochtree 0.4.5 (``BARTModel.sample`` / ``BARTModel.predict``).
+The three methods differ in the random-effect prior (and the residual-variance prior)
+---------------------------------------------------------------------------------------
+=============  =======================================================================================
+riBART         ``dbarts::rbart_vi`` (``prior = cauchy``): s_b ~ half-Cauchy(0, 2.5 sd(y))
+               (dbarts ``rbart.priors$cauchy``: ``dcauchy(x, 0, rel.scale * 2.5)``, ``rel.scale =
+               sd(y)``). Non-conjugate: s_b is updated by slice sampling (as dbarts does, on the
+               same log posterior -J log s - sum(b^2) / (2 s^2) + log p(s)). sigma^2: BART's
+               sigma^2 ~ nu lambda / chi^2_nu, P(sigma < sigest) = sigquant, sigest = residual SD
+               of the linear fit (dbarts).
+mixedBART      ``mxBART::mxbart`` default ``mxps`` (``prior = 1``, ``df = 3``): the hierarchical
+               inverse-Wishart of Huang & Wand (2013), for one random intercept
+               s_b^2 | a ~ IG(df / 2, df / a), a ~ IG(1 / 2, 1 / A^2), i.e. s_b ~ half-t_df(0, A),
+               sampled by mxBART's two conjugate Gibbs steps (``draw_varianceComponents``). mxBART's
+               default scale is data based: A = sdu / qt(0.975, df) with sdu the random-intercept SD
+               of ``lme4::lmer(y ~ x + (1 | id))`` (REML; :func:`random_intercept_reml` here).
+               ``rfx_prior = "iw"`` gives mxBART's ``prior = 2``: s_b^2 ~ scaled-inv-chi^2(df, s),
+               default s = sdu^2 qchisq(0.95, df) / df. sigma^2: as BART but sigest = the
+               ``lmer`` residual SD and lambda = sigest^2 qchisq(sigquant, df) / df, which is
+               literally what mxbart.R computes (BART's ``wbart`` uses ``qchisq(1 - sigquant)``).
+stan4bart      ``stan4bart::stan4bart`` with rstanarm's ``decov()`` (``shape = 1``, ``scale = 1``):
+               for one varying intercept the Stan model sets s_b = sigma * scale * t with
+               t ~ Gamma(shape, 1) (``make_theta_L``: ``tau[i] * scale[i] * dispersion``), i.e. the
+               random-intercept SD *relative to sigma* has a Gamma(shape, scale) prior; and
+               sigma ~ Exponential(rate = 1 / sd(y)) (rstanarm ``exponential(autoscale = TRUE)``,
+               stan4bart's default ``prior_aux``). t and sigma are updated by slice sampling
+               (stan4bart uses Stan's HMC for the same conditional posterior).
+=============  =======================================================================================
+
+Chain layouts follow the R defaults (code defaults, ``config/methods.yaml``):
+
+* riBART: 75 trees, 4 chains, ``n.burn = 1500``, ``n.samples = 1500``, ``n.thin = 5``. dbarts divides
+  both by ``n.thin`` and runs ``n.thin`` tree sweeps per stored draw, so each chain runs 3000
+  sweeps and keeps 300 draws: here ``num_burnin = 1500``, ``num_mcmc = 300``, ``keep_every = 5``.
+* mixedBART: 200 trees, 1 chain, ``nskip = 100``, ``ndpost = 1000``, ``keepevery = 1``.
+* stan4bart: 75 trees (dbarts default), 4 chains, ``warmup = 1000``, ``iter = 2000``.
+
+Where this differs from the R originals, one by one:
+
+* The trees are sampled by stochtree, not dbarts/BART3: stochtree requires ``min_samples_leaf``
+  (default 5) observations per leaf, which the R samplers do not; cut-points are at most 100 per
+  feature (``cutpoint_grid_size``), like dbarts' ``n.cuts`` and BART's ``numcut`` defaults. No
+  depth cap (``max_depth = -1``), as in R.
+* Leaf prior N(0, ((max y - min y) / (2 k))^2 / m), fixed (as dbarts and BART).
+* riBART: per stored draw dbarts draws b once, runs ``n.thin`` tree sweeps (sigma^2 inside each)
+  and ``n.thin`` slice steps of s_b; here every sweep draws b, s_b and sigma^2 once (the same
+  stationary distribution; b is refreshed more often).
+* mixedBART: for ``rfx_prior = "iw"``, mxBART's C++ passes its inverse-gamma-converted (df / 2,
+  df s / 2) into inverse-Wishart formulas; we use the scaled-inverse-chi^2(df, s) prior its R code
+  describes. The data-based scale A is floored at 0.1 sd(y) / qt(0.975, df) (lme4 can return a
+  zero variance, with which mxBART's half-t collapses to a point mass at 0).
+* stan4bart: HMC is replaced by slice sampling of the same conditionals; stan4bart's BART part
+  and its Stan part exchange the fit once per iteration, as here.
+* riBART / mixedBART sigma^2 priors use the least-squares (dbarts) and REML (mxBART) sigest.
+
+Library: stochtree 0.4.5 low-level API (``Dataset``, ``Residual``, ``ForestSampler``,
+``ForestContainer``, ``RNG``).
 """
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.stats import chi2
+from scipy.optimize import minimize_scalar
+from scipy.stats import chi2, t as student_t
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
 
-__all__ = ["RiBART", "MixedBART", "Stan4BART", "StochtreeRandomInterceptBART"]
+__all__ = ["RiBART", "MixedBART", "Stan4BART", "RandomInterceptBART", "random_intercept_reml",
+           "slice_sample_positive", "split_rhat_ess", "halfcauchy_sd_step", "hiw_variance_step", "iw_variance_step",
+           "decov_step"]
 
 
 # ------------------------------------------------------------------ shared helpers (also used by bcf.py)
 def check_int(method: str, name: str, value, minimum: int) -> int:
     """``value`` as an int >= ``minimum`` or a :class:`MethodError` naming the hyperparameter."""
-    if isinstance(value, bool) or not isinstance(value, (Integral, Real)) or float(value) != int(value):
+    if isinstance(value, bool) or not isinstance(value, (Integral, Real)) or not np.isfinite(value) \
+            or float(value) != int(value):
         raise MethodError(f"method '{method}': hyperparameter '{name}' must be an integer, got {value!r}")
     if int(value) < minimum:
         raise MethodError(f"method '{method}': hyperparameter '{name}' must be >= {minimum}, got {value!r}")
@@ -100,56 +132,34 @@ def check_float(method: str, name: str, value, low: float | None = None, high: f
     return v
 
 
-def check_sampler(est) -> dict:
-    """Checked values of the hyperparameters every stochtree sampler here shares (residual-variance
-    prior, chain layout, leaf size, random-effect prior, threads), keyed by name."""
+def check_sampler(est, rfx: bool = True, gfr_per_chain: bool = False) -> dict:
+    """Checked values of the chain-layout hyperparameters every stochtree sampler here shares
+    (and, with ``rfx``, stochtree's own random-effect prior used by MBCF), keyed by name."""
     m = est.name or type(est).__name__
     p = {
-        "sigdf": check_float(m, "sigdf", est.sigdf, 0.0),
-        "sigquant": check_float(m, "sigquant", est.sigquant, 0.0, 1.0),
         "num_burnin": check_int(m, "num_burnin", est.num_burnin, 0),
         "num_mcmc": check_int(m, "num_mcmc", est.num_mcmc, 2),
         "num_chains": check_int(m, "num_chains", est.num_chains, 1),
         "keep_every": check_int(m, "keep_every", est.keep_every, 1),
         "num_gfr": check_int(m, "num_gfr", est.num_gfr, 0),
         "min_samples_leaf": check_int(m, "min_samples_leaf", est.min_samples_leaf, 1),
-        "rfx_variance_prior_shape": check_float(m, "rfx_variance_prior_shape",
-                                                est.rfx_variance_prior_shape, 0.0),
-        "rfx_variance_prior_scale": check_float(m, "rfx_variance_prior_scale",
-                                                est.rfx_variance_prior_scale, 0.0),
         "n_threads": check_int(m, "n_threads", est.n_threads, -1),
     }
+    if hasattr(est, "sigdf"):
+        p["sigdf"] = check_float(m, "sigdf", est.sigdf, 0.0)
+        p["sigquant"] = check_float(m, "sigquant", est.sigquant, 0.0, 1.0)
+    if rfx:
+        p["rfx_variance_prior_shape"] = check_float(m, "rfx_variance_prior_shape",
+                                                    est.rfx_variance_prior_shape, 0.0)
+        p["rfx_variance_prior_scale"] = check_float(m, "rfx_variance_prior_scale",
+                                                    est.rfx_variance_prior_scale, 0.0)
     if p["n_threads"] == 0:
         raise MethodError(f"method '{m}': hyperparameter 'n_threads' must be >= 1 (or -1 for all cores)")
-    if 0 < p["num_gfr"] < p["num_chains"]:
+    if not gfr_per_chain and 0 < p["num_gfr"] < p["num_chains"]:
         raise MethodError(
             f"method '{m}': hyperparameter 'num_gfr' ({p['num_gfr']}) must be 0 or >= num_chains "
             f"({p['num_chains']}): each chain starts from its own grow-from-root ensemble")
     return p
-
-
-def with_defaults(base: type, **defaults):
-    """An ``__init__`` for a subclass of ``base`` that differs only in hyperparameter defaults.
-
-    The returned function carries ``base.__init__``'s signature with ``defaults`` substituted
-    (so ``default_params``/``get_params`` see the subclass's values) and calls ``base.__init__``.
-    """
-    import inspect
-
-    sig = inspect.signature(base.__init__)
-    unknown = set(defaults) - set(sig.parameters)
-    if unknown:
-        raise TypeError(f"{base.__name__} has no hyperparameter(s) {sorted(unknown)}")
-    sig = sig.replace(parameters=[q.replace(default=defaults[q.name]) if q.name in defaults else q
-                                  for q in sig.parameters.values()])
-
-    def __init__(self, *args, **kwargs):
-        bound = sig.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        base.__init__(**bound.arguments)
-
-    __init__.__signature__ = sig
-    return __init__
 
 
 def random_seed(random_state) -> int | None:
@@ -176,6 +186,18 @@ def features(data: TrialData, columns: tuple[str, ...]) -> np.ndarray:
     return np.ascontiguousarray(X)
 
 
+def least_squares_sigest(y: np.ndarray, design: np.ndarray) -> float:
+    """Residual SD of the least-squares fit of y on [1, design] (sd(y) when saturated): dbarts' and
+    BART's default ``sigest``."""
+    n = y.shape[0]
+    Z = np.column_stack([np.ones(n), design])
+    if n > Z.shape[1] + 1:
+        coef, *_ = np.linalg.lstsq(Z, y, rcond=None)
+        resid = y - Z @ coef
+        return float(np.sqrt(resid @ resid / (n - np.linalg.matrix_rank(Z))))
+    return float(np.std(y, ddof=1))
+
+
 def sigma_prior(y: np.ndarray, design: np.ndarray, sigdf: float, sigquant: float) -> tuple[float, float]:
     """BART's residual-variance prior as inverse-gamma (shape, scale) on the scale y / sd(y).
 
@@ -183,16 +205,7 @@ def sigma_prior(y: np.ndarray, design: np.ndarray, sigdf: float, sigquant: float
     P(sigma < sigest) = sigquant, sigest = residual SD of the least-squares fit of y on ``design``
     (an intercept is added; sd(y) when the fit is saturated). That is IG(nu / 2, nu * lambda / 2).
     """
-    n = y.shape[0]
-    Z = np.column_stack([np.ones(n), design])
-    sd = float(np.std(y))
-    if n > Z.shape[1] + 1:
-        coef, *_ = np.linalg.lstsq(Z, y, rcond=None)
-        resid = y - Z @ coef
-        sigest = float(np.sqrt(resid @ resid / (n - np.linalg.matrix_rank(Z))))
-    else:
-        sigest = float(np.std(y, ddof=1))
-    s2 = (sigest / sd) ** 2
+    s2 = (least_squares_sigest(y, design) / float(np.std(y))) ** 2
     lam = s2 * chi2.ppf(1.0 - sigquant, sigdf) / sigdf
     return sigdf / 2.0, sigdf * lam / 2.0
 
@@ -203,7 +216,7 @@ def quantile_interval(draws: np.ndarray, level: float = 0.95) -> CateResult:
 
 
 def rfx_variance_draws(model) -> np.ndarray | None:
-    """Posterior draws of the random-intercept variance alpha^2 * s_xi^2 on the outcome scale.
+    """Posterior draws of the random-intercept variance alpha^2 * s_xi^2 of a stochtree model.
 
     stochtree's redundant parameterisation b_i = alpha * xi_i, xi_i ~ N(0, s_xi^2) (Gelman et al.
     2008) makes alpha^2 * s_xi^2 the variance of the cluster intercepts; stochtree stores it on the
@@ -220,31 +233,314 @@ def rfx_variance_draws(model) -> np.ndarray | None:
     return alpha ** 2 * s2 * float(model.y_std) ** 2
 
 
-# ------------------------------------------------------------------ the shared implementation
-class StochtreeRandomInterceptBART(Estimator):
+# ------------------------------------------------------------------ mxBART's lmer step
+def random_intercept_reml(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """REML estimates (s_b^2, sigma^2) of y = [1, X] beta + b_g + e, b_g ~ N(0, s_b^2): the fit
+    ``lme4::lmer(y ~ X + (1 | g))`` that mxBART uses to set its prior scales.
+
+    Profile REML in lambda = s_b^2 / sigma^2: with theta_j = 1 - 1 / sqrt(1 + n_j lambda), the
+    transform z*_ij = z_ij - theta_j mean_j(z) whitens the random-intercept covariance, so
+    -2 l_R(lambda) = sum_j log(1 + n_j lambda) + log|X*'X*| + (n - p) log RSS*(lambda) + const,
+    minimised over log lambda (the boundary lambda = 0 included). Aliased columns of [1, X] are
+    dropped first (pivoted QR), as lme4 does.
+    """
+    from scipy.linalg import qr
+
+    y = np.asarray(y, dtype=float)
+    g = np.asarray(groups, dtype=np.int64)
+    n = y.shape[0]
+    Z = np.column_stack([np.ones(n), np.asarray(X, dtype=float).reshape(n, -1)])
+    _, r, piv = qr(Z, mode="economic", pivoting=True)
+    d = np.abs(np.diag(r))
+    rank = int(np.sum(d > 1e-7 * d[0]))
+    Z = Z[:, np.sort(piv[:rank])]
+    p = rank
+    if n - p < 2:
+        raise MethodError(f"random-intercept REML needs more rows ({n}) than fixed effects ({p}) + 1")
+    nj = np.bincount(g).astype(float)
+    keep = nj > 0
+    nj_g = nj[g]
+    ybar = (np.bincount(g, weights=y, minlength=nj.size) / np.where(keep, nj, 1.0))[g]
+    Zbar = np.column_stack([np.bincount(g, weights=Z[:, k], minlength=nj.size) for k in range(p)])
+    Zbar = (Zbar / np.where(keep, nj, 1.0)[:, None])[g]
+    nk = nj[keep]
+
+    def parts(lam: float):
+        th = (1.0 - 1.0 / np.sqrt(1.0 + nj_g * lam))
+        ys = y - th * ybar
+        Zs = Z - th[:, None] * Zbar
+        q, rr = np.linalg.qr(Zs)
+        resid = ys - q @ (q.T @ ys)
+        rss = float(resid @ resid)
+        crit = (np.sum(np.log1p(nk * lam)) + 2.0 * np.sum(np.log(np.abs(np.diag(rr))))
+                + (n - p) * np.log(rss))
+        return crit, rss
+
+    opt = minimize_scalar(lambda u: parts(np.exp(u))[0], bounds=(-12.0, 8.0), method="bounded",
+                          options={"xatol": 1e-7})
+    lam = float(np.exp(opt.x))
+    c0, _ = parts(0.0)
+    if c0 <= opt.fun:
+        lam = 0.0
+    _, rss = parts(lam)
+    sigma2 = rss / (n - p)
+    return lam * sigma2, sigma2
+
+
+# ------------------------------------------------------------------ random-effect prior steps
+def slice_sample_positive(log_density, x0: float, rng: np.random.Generator, width: float = 1.0,
+                          max_steps: int = 50) -> float:
+    """One slice-sampling update (Neal 2003: stepping out, then shrinkage) of a positive parameter.
+
+    ``log_density(x)`` is the log density (up to a constant) at a float x. The update runs on
+    u = log x (Jacobian added), so it leaves ``log_density`` invariant. Scalar code (``math``): the
+    sampler calls it once or twice per sweep, where numpy's per-call overhead would dominate.
+    """
+    def lt(u: float) -> float:
+        if u > 700.0:
+            return -math.inf
+        x = math.exp(u)
+        if x <= 0.0:
+            return -math.inf
+        v = log_density(x)
+        return -math.inf if v != v else v + u
+
+    u0 = math.log(x0)
+    level = lt(u0) - rng.exponential()
+    left = u0 - width * rng.random()
+    right = left + width
+    jl = int(max_steps * rng.random())
+    jr = max_steps - 1 - jl
+    while jl > 0 and lt(left) > level:
+        left -= width
+        jl -= 1
+    while jr > 0 and lt(right) > level:
+        right += width
+        jr -= 1
+    for _ in range(200):
+        prop = left + (right - left) * rng.random()
+        if lt(prop) > level:
+            return math.exp(prop)
+        if prop < u0:
+            left = prop
+        else:
+            right = prop
+    return x0
+
+
+def halfcauchy_sd_step(s: float, ssq: float, J: int, A: float, rng: np.random.Generator) -> float:
+    """dbarts ``rbart_vi``: update of the random-intercept SD s given J intercepts with sum of
+    squares ``ssq`` under s ~ half-Cauchy(0, A): slice sampling of
+    log p(s | b) = -J log s - ssq / (2 s^2) - log(1 + (s / A)^2)."""
+    h = 0.5 * ssq
+    return slice_sample_positive(lambda x: -J * math.log(x) - h / (x * x) - math.log1p((x / A) ** 2),
+                                 s, rng)
+
+
+def hiw_variance_step(s2: float, ssq: float, J: int, df: float, A: float, rng: np.random.Generator) -> float:
+    """mxBART ``draw_varianceComponents`` (``prior = 1``), one random effect: the Huang-Wand
+    hierarchical inverse-Wishart s^2 | a ~ IG(df / 2, df / a), a ~ IG(1 / 2, 1 / A^2), whose margin is
+    s ~ half-t_df(0, A). Two conjugate Gibbs steps: g = 1 / a ~ Gamma((df + 1) / 2, rate = df / s^2 +
+    1 / A^2), then s^2 ~ IG((J + df) / 2, ssq / 2 + df g)."""
+    g = rng.gamma(0.5 * (df + 1.0)) / (df / s2 + 1.0 / (A * A))
+    return (0.5 * ssq + df * g) / rng.gamma(0.5 * (J + df))
+
+
+def iw_variance_step(ssq: float, J: int, df: float, s: float, rng: np.random.Generator) -> float:
+    """mxBART ``prior = 2``, one random effect: s^2 ~ scaled-inverse-chi^2(df, s) = IG(df / 2,
+    df s / 2), conjugate: s^2 | b ~ IG((J + df) / 2, (ssq + df s) / 2)."""
+    return (0.5 * ssq + 0.5 * df * s) / rng.gamma(0.5 * (J + df))
+
+
+def decov_step(t: float, sigma: float, ssq: float, J: int, rss: float, n: int, shape: float,
+               scale: float, rate: float, rng: np.random.Generator) -> tuple[float, float]:
+    """stan4bart / rstanarm ``decov`` for one varying intercept, with ``prior_aux = exponential``.
+
+    Parameters: b_j ~ N(0, (sigma t)^2), t ~ Gamma(shape, scale) (rstanarm: tau ~ Gamma(shape, 1)
+    times ``scale``), sigma ~ Exponential(rate). Slice updates of t | b, sigma
+    (-J log t - ssq / (2 sigma^2 t^2) + (shape - 1) log t - t / scale) and then of sigma | t, b, residual
+    (-(n + J) log sigma - (rss + ssq / t^2) / (2 sigma^2) - rate sigma).
+    """
+    c = 0.5 * ssq / (sigma * sigma)
+    a = shape - 1.0 - J
+    t = slice_sample_positive(lambda x: a * math.log(x) - c / (x * x) - x / scale, t, rng)
+    h = 0.5 * (rss + ssq / (t * t))
+    m = n + J
+    sigma = slice_sample_positive(lambda x: -m * math.log(x) - h / (x * x) - rate * x, sigma, rng)
+    return t, sigma
+
+
+def bart_sigma2_step(rss: float, n: int, shape: float, scale: float, rng: np.random.Generator) -> float:
+    """sigma^2 ~ IG(shape, scale) (BART's nu lambda / chi^2_nu): sigma^2 | . ~ IG(shape + n / 2,
+    scale + rss / 2)."""
+    return (scale + 0.5 * rss) / rng.gamma(shape + 0.5 * n)
+
+
+class _HalfCauchy:
+    """riBART's prior: s_b ~ half-Cauchy(0, A); BART sigma^2 prior IG(sig_shape, sig_scale)."""
+
+    def __init__(self, A: float, sig_shape: float, sig_scale: float):
+        self.A, self.sig_shape, self.sig_scale = A, sig_shape, sig_scale
+        self.description = f"s_b ~ half-Cauchy(0, {A:.4g} sd(y))"
+
+    def init(self, sigma2: float) -> dict:
+        return {"s2b": 0.04, "sigma2": sigma2}
+
+    def update(self, st: dict, ssq: float, J: int, rss: float, n: int, rng) -> None:
+        s = halfcauchy_sd_step(math.sqrt(st["s2b"]), ssq, J, self.A, rng)
+        st["s2b"] = s ** 2
+        st["sigma2"] = bart_sigma2_step(rss, n, self.sig_shape, self.sig_scale, rng)
+
+
+class _MxBART:
+    """mixedBART's prior: hierarchical inverse-Wishart (half-t) or inverse-Wishart (IG)."""
+
+    def __init__(self, kind: str, df: float, scale: float, sig_shape: float, sig_scale: float):
+        self.kind, self.df, self.scale = kind, df, scale
+        self.sig_shape, self.sig_scale = sig_shape, sig_scale
+        self.description = (f"s_b ~ half-t_{df:g}(0, {scale:.4g} sd(y)) (hierarchical inverse-Wishart)"
+                            if kind == "hiw" else
+                            f"s_b^2 ~ scaled-inv-chi2({df:g}, {scale:.4g} var(y)) (inverse-Wishart)")
+
+    def init(self, sigma2: float) -> dict:
+        return {"s2b": 0.04, "sigma2": sigma2}
+
+    def update(self, st: dict, ssq: float, J: int, rss: float, n: int, rng) -> None:
+        if self.kind == "hiw":
+            st["s2b"] = hiw_variance_step(st["s2b"], ssq, J, self.df, self.scale, rng)
+        else:
+            st["s2b"] = iw_variance_step(ssq, J, self.df, self.scale, rng)
+        st["sigma2"] = bart_sigma2_step(rss, n, self.sig_shape, self.sig_scale, rng)
+
+
+class _Decov:
+    """stan4bart's prior: s_b = sigma t, t ~ Gamma(shape, scale); sigma ~ Exponential(rate)."""
+
+    def __init__(self, shape: float, scale: float, rate: float):
+        self.shape, self.scale, self.rate = shape, scale, rate
+        self.description = (f"s_b = sigma t, t ~ Gamma(shape {shape:g}, scale {scale:g}) (rstanarm decov); "
+                            f"sigma ~ Exponential(rate {rate:g} / sd(y))")
+
+    def init(self, sigma2: float) -> dict:
+        return {"t": 0.2 / math.sqrt(sigma2), "sigma2": sigma2, "s2b": 0.04}
+
+    def update(self, st: dict, ssq: float, J: int, rss: float, n: int, rng) -> None:
+        t, sig = decov_step(st["t"], math.sqrt(st["sigma2"]), ssq, J, rss, n, self.shape, self.scale,
+                            self.rate, rng)
+        st["t"], st["sigma2"], st["s2b"] = t, sig ** 2, (sig * t) ** 2
+
+
+def run_chain(X: np.ndarray, y: np.ndarray, groups: np.ndarray, prior, *, num_trees: int,
+              alpha: float, beta: float, min_samples_leaf: int, leaf_scale: float, sigma2_init: float,
+              num_gfr: int, num_burnin: int, num_mcmc: int, keep_every: int, n_threads: int,
+              seed: int, rng: np.random.Generator) -> dict:
+    """One chain of the random-intercept BART Gibbs sampler on standardized y (module docstring).
+
+    Returns the kept forests (a stochtree ``ForestContainer``) and the kept draws of the cluster
+    intercepts b (n_kept x J), s_b^2 and sigma^2.
+    """
+    from stochtree import (Dataset, Forest, ForestContainer, ForestModelConfig, ForestSampler,
+                           GlobalModelConfig, RNG, Residual)
+
+    n, p = X.shape
+    J = int(groups.max()) + 1
+    nj = np.bincount(groups, minlength=J).astype(float)
+    data = Dataset()
+    data.add_covariates(X)
+    resid = Residual(y.copy())
+    gcfg = GlobalModelConfig(global_error_variance=sigma2_init)
+    fcfg = ForestModelConfig(num_trees=num_trees, num_features=p, num_observations=n,
+                             feature_types=np.zeros(p, dtype=int),
+                             variable_weights=np.full(p, 1.0 / p), alpha=alpha, beta=beta,
+                             min_samples_leaf=min_samples_leaf, max_depth=-1, leaf_model_type=0,
+                             leaf_model_scale=leaf_scale, cutpoint_grid_size=100)
+    sampler = ForestSampler(data, gcfg, fcfg)
+    container = ForestContainer(num_trees, 1, True, False)
+    forest = Forest(num_trees, 1, True, False)
+    sampler.prepare_for_sampler(data, resid, forest, 0, np.array([0.0]))
+    cpp_rng = RNG(seed)
+
+    st = prior.init(sigma2_init)
+    b = np.zeros(J)
+    kept_b, kept_s2b, kept_sig2 = [], [], []
+    total = num_gfr + num_burnin + num_mcmc * keep_every
+    for it in range(total):
+        gfr = it < num_gfr
+        i_mc = it - num_gfr - num_burnin
+        keep = i_mc >= 0 and (i_mc + 1) % keep_every == 0
+        gcfg.update_global_error_variance(float(st["sigma2"]))
+        sampler.sample_one_iteration(container, forest, data, resid, cpp_rng, gcfg, fcfg,
+                                     keep_forest=keep, gfr=gfr, num_threads=n_threads)
+        # cluster intercepts from their Gaussian full conditional given r = y - f
+        r = np.asarray(resid.get_residual(), dtype=float).ravel() + b[groups]
+        sigma2, s2b = float(st["sigma2"]), float(st["s2b"])
+        prec = nj / sigma2 + 1.0 / s2b
+        mean = np.bincount(groups, weights=r, minlength=J) / sigma2 / prec
+        b = mean + rng.standard_normal(J) / np.sqrt(prec)
+        e = r - b[groups]
+        resid.update_data(e)
+        prior.update(st, float(b @ b), J, float(e @ e), n, rng)
+        if keep:
+            kept_b.append(b)
+            kept_s2b.append(float(st["s2b"]))
+            kept_sig2.append(float(st["sigma2"]))
+    return {"forests": container, "b": np.array(kept_b), "s2b": np.array(kept_s2b),
+            "sigma2": np.array(kept_sig2)}
+
+
+def split_rhat_ess(chains: np.ndarray) -> tuple[float, float]:
+    """Split-chain potential scale reduction R-hat and effective sample size of a scalar quantity.
+
+    ``chains``: (n_chains, n_draws). Each chain is split in half (Gelman et al., BDA3 §11.4);
+    R-hat = sqrt(((n - 1) / n W + B / n) / W); the ESS sums the autocorrelations of the pooled
+    split chains (from the variogram, BDA3 eq. 11.7) up to Geyer's initial positive sequence.
+    """
+    x = np.asarray(chains, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 4:
+        raise ValueError(f"chains must be (n_chains, n_draws >= 4), got shape {x.shape}")
+    h = x.shape[1] // 2
+    x = np.vstack([x[:, :h], x[:, h:2 * h]])
+    m, n = x.shape
+    means = x.mean(axis=1)
+    W = float(np.mean(x.var(axis=1, ddof=1)))
+    B = float(n * means.var(ddof=1))
+    var_plus = (n - 1) / n * W + B / n
+    if not W > 0:
+        return float("nan"), float("nan")
+    rhat = float(np.sqrt(var_plus / W))
+    xc = x - means[:, None]
+    f = np.fft.rfft(xc, n=2 * n, axis=1)
+    acov = np.fft.irfft(f * np.conj(f), axis=1)[:, :n] / n           # per-chain autocovariances
+    rho = 1.0 - (W - acov.mean(axis=0)) / var_plus                    # BDA3 (11.7) via W - mean acov
+    rho[0] = 1.0
+    pairs = rho[: 2 * ((n - 1) // 2)].reshape(-1, 2).sum(axis=1)      # Geyer: rho_{2t} + rho_{2t+1}
+    pos = np.argmax(pairs <= 0) if np.any(pairs <= 0) else pairs.size
+    tau = -1.0 + 2.0 * float(np.sum(pairs[:pos]))
+    return rhat, float(m * n / max(tau, 1.0 / np.log10(m * n)))
+
+
+# ------------------------------------------------------------------ the shared estimator
+class RandomInterceptBART(Estimator):
     """BART S-learner on features [X, V, A] with an additive random intercept by cluster.
 
-    Shared implementation of :class:`RiBART`, :class:`MixedBART` and :class:`Stan4BART`, which only
-    change the defaults of ``__init__``. See the module docstring for the model, the estimand and
-    every difference from the R originals.
+    Shared implementation of :class:`RiBART`, :class:`MixedBART` and :class:`Stan4BART`, which
+    differ in their random-intercept (and residual-variance) priors and their defaults; see the
+    module docstring for the sampler, the estimand and every difference from the R originals.
 
-    Parameters
-    ----------
-    num_trees : number of trees m in the sum (dbarts ``n.trees``, BART ``ntree``).
-    alpha, beta : tree prior P(split at depth d) = alpha * (1 + d)^-beta (dbarts ``base``, ``power``).
-    k : leaf prior scale; leaf means ~ N(0, ((max y - min y) / (2 k))^2 / m) (dbarts/BART ``k``).
-    sigdf, sigquant : residual-variance prior degrees of freedom and quantile (BART ``sigdf``,
-        ``sigquant``).
-    num_burnin : burn-in iterations per chain (dbarts ``n.burn``, BART ``nskip``, Stan ``warmup``).
-    num_mcmc : retained draws per chain (dbarts ``n.samples``, BART ``ndpost``, Stan ``iter - warmup``).
-    num_chains : independent chains; retained draws of all chains are pooled.
-    keep_every : thinning (dbarts ``n.thin``, BART ``keepevery``); each chain runs
-        ``num_burnin + num_mcmc * keep_every`` iterations.
-    num_gfr : grow-from-root warm-start iterations (0 = plain MCMC from the root, as in R).
+    Shared hyperparameters
+    ----------------------
+    num_trees : number of trees m (dbarts ``n.trees``, BART ``ntree``).
+    alpha, beta : tree prior P(split at depth d) = alpha (1 + d)^-beta (``base``, ``power``).
+    k : leaf prior scale; leaf means ~ N(0, ((max y - min y) / (2 k))^2 / m).
+    num_burnin : burn-in sweeps per chain.
+    num_mcmc : retained draws per chain; each chain runs ``num_gfr + num_burnin + num_mcmc *
+        keep_every`` sweeps.
+    num_chains : independent chains (run one after another, draws pooled).
+    keep_every : thinning.
+    num_gfr : grow-from-root warm-start sweeps at the start of every chain (0 = MCMC from the root,
+        as in R).
     min_samples_leaf : smallest leaf (stochtree; 5 by default).
-    rfx_variance_prior_shape, rfx_variance_prior_scale : inverse-gamma prior of the random-effect
-        group-parameter variance (stochtree's parameterisation, standardized outcome scale).
-    n_threads : threads used by stochtree (1 = single-threaded).
+    n_threads : threads of stochtree's tree sampler within a chain.
     """
 
     name = ""
@@ -252,15 +548,6 @@ class StochtreeRandomInterceptBART(Estimator):
     designs = ("crt",)
     has_intervals = True
     library = "stochtree"
-
-    def __init__(self, num_trees: int = 75, alpha: float = 0.95, beta: float = 2.0, k: float = 2.0,
-                 sigdf: float = 3.0, sigquant: float = 0.9, num_burnin: int = 1000,
-                 num_mcmc: int = 1000, num_chains: int = 1, keep_every: int = 1, num_gfr: int = 0,
-                 min_samples_leaf: int = 5, rfx_variance_prior_shape: float = 1.0,
-                 rfx_variance_prior_scale: float = 1.0, n_threads: int = 1,
-                 random_state: int | None = None):
-        super().__init__(random_state)
-        self._set_params(locals())
 
     # -------------------------------------------------------------- checks
     def _checked(self) -> dict:
@@ -270,51 +557,58 @@ class StochtreeRandomInterceptBART(Estimator):
             "alpha": check_float(m, "alpha", self.alpha, 0.0, 1.0),
             "beta": check_float(m, "beta", self.beta, 0.0, None, open_low=False),
             "k": check_float(m, "k", self.k, 0.0),
-            **check_sampler(self),
+            **check_sampler(self, rfx=False, gfr_per_chain=True),
         }
+
+    def _prior(self, y: np.ndarray, design: np.ndarray, groups: np.ndarray, p: dict):  # pragma: no cover
+        raise NotImplementedError
 
     # -------------------------------------------------------------- fit / predict
     def _design(self, data: TrialData, treatment: np.ndarray) -> np.ndarray:
         return np.column_stack([features(data, self.covariates_), treatment])
 
     def _fit(self, train: TrialData) -> None:
-        from stochtree import BARTModel
-
         p = self._checked()
         self.covariates_ = tuple(train.individual_covariates) + tuple(train.cluster_covariates)
         y = train.outcome.astype(float, copy=True)
         A = train.treatment.astype(float, copy=True)
         Xd = self._design(train, A)
-        groups = np.ascontiguousarray(train.cluster_codes.astype(np.int32))
-
-        # Leaf prior of dbarts/BART on stochtree's standardized scale (y / sd(y)).
+        groups = np.ascontiguousarray(train.cluster_codes.astype(np.int64))
         sd_y = float(np.std(y))
         if not sd_y > 0:
             raise MethodError(f"method '{self.name}': column 'outcome' of {train.name} is constant")
+        self.y_mean_, self.y_sd_ = float(np.mean(y)), sd_y
+        ys = (y - self.y_mean_) / sd_y
         m = p["num_trees"]
-        sigma2_leaf = ((np.ptp(y) / sd_y) / (2.0 * p["k"])) ** 2 / m
-        shape, scale = sigma_prior(y, Xd, p["sigdf"], p["sigquant"])
-
-        general = {"num_chains": p["num_chains"], "keep_every": p["keep_every"],
-                   "num_threads": p["n_threads"], "sigma2_global_shape": shape,
-                   "sigma2_global_scale": scale, "standardize": True}
+        leaf = ((np.ptp(y) / sd_y) / (2.0 * p["k"])) ** 2 / m
+        prior, sigma2_init = self._prior(y, Xd, groups, p)
         seed = random_seed(self.random_state)
-        if seed is not None:
-            general["random_seed"] = seed
-        mean_params = {"num_trees": m, "alpha": p["alpha"], "beta": p["beta"],
-                       "min_samples_leaf": p["min_samples_leaf"], "sigma2_leaf_init": sigma2_leaf,
-                       "sample_sigma2_leaf": False}
-        rfx_params = {"model_spec": "intercept_only",
-                      "variance_prior_shape": p["rfx_variance_prior_shape"],
-                      "variance_prior_scale": p["rfx_variance_prior_scale"]}
-        model = BARTModel()
-        model.sample(X_train=Xd, y_train=y, rfx_group_ids_train=groups, num_gfr=p["num_gfr"],
-                     num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"], general_params=general,
-                     mean_forest_params=mean_params, random_effects_params=rfx_params)
-        self.model_ = model
+        seeds = np.random.SeedSequence(seed).generate_state(2 * p["num_chains"])
+        chains = []
+        for c in range(p["num_chains"]):
+            chains.append(run_chain(
+                Xd, ys, groups, prior, num_trees=m, alpha=p["alpha"], beta=p["beta"],
+                min_samples_leaf=p["min_samples_leaf"], leaf_scale=leaf, sigma2_init=sigma2_init,
+                num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
+                keep_every=p["keep_every"], n_threads=p["n_threads"],
+                seed=int(seeds[2 * c] & 0x7FFFFFFF), rng=np.random.default_rng(seeds[2 * c + 1])))
+        self.chains_ = chains
+        self.prior_ = prior
         self.n_clusters_ = int(groups.max()) + 1
-        self.sigma2_leaf_ = float(sigma2_leaf * sd_y ** 2)
-        self.sigma2_prior_ = (shape, scale * sd_y ** 2)
+        self.sigma2_leaf_ = float(leaf * sd_y ** 2)
+        self.rfx_variance_draws_ = np.concatenate([c["s2b"] for c in chains]) * sd_y ** 2
+        self.sigma2_draws_ = np.concatenate([c["sigma2"] for c in chains]) * sd_y ** 2
+        self.ranef_draws_ = np.vstack([c["b"] for c in chains]) * sd_y       # (draws, clusters)
+
+    def _forest_draws(self, X: np.ndarray) -> np.ndarray:
+        """(rows, draws) posterior draws of f on the outcome scale, chains concatenated."""
+        from stochtree import Dataset
+
+        data = Dataset()
+        data.add_covariates(np.ascontiguousarray(X, dtype=float))
+        f = np.hstack([np.asarray(c["forests"].predict(data), dtype=float).reshape(X.shape[0], -1)
+                       for c in self.chains_])
+        return f * self.y_sd_ + self.y_mean_
 
     def cate_draws(self, test: TrialData) -> np.ndarray:
         """(n_rows, n_draws) posterior draws of f(x, v, 1) - f(x, v, 0), random effect 0."""
@@ -322,24 +616,27 @@ class StochtreeRandomInterceptBART(Estimator):
         X1 = self._design(test, np.ones(n))
         X0 = X1.copy()
         X0[:, -1] = 0.0
-        f = self.model_.predict(np.vstack([X1, X0]), type="posterior", terms="mean_forest")
-        f = np.asarray(f, dtype=float).reshape(2 * n, -1)
+        f = self._forest_draws(np.vstack([X1, X0]))
         return f[:n] - f[n:]
 
+    def chain_ate_draws(self, test: TrialData) -> np.ndarray:
+        """(chains, draws per chain) posterior draws of the average CATE over ``test``'s rows
+        (for R-hat / effective sample size)."""
+        d = self.cate_draws(test).mean(axis=0)
+        return d.reshape(len(self.chains_), -1)
+
     def predict_outcome(self, train: TrialData, n_replicates: int = 200) -> OutcomePrediction:
-        """Posterior means of the mean forest (marginal) and of mean forest + random intercept
-        (conditional) at the observed treatment, and ``n_replicates`` posterior predictive draws
-        of the outcome (mean forest + random intercept + N(0, sigma^2) noise, per draw)."""
+        """Posterior means of f (marginal) and of f + b (conditional) at the observed treatment,
+        and ``n_replicates`` posterior predictive draws of the outcome (f + b + N(0, sigma^2))."""
         Xd = self._design(train, train.treatment.astype(float))
-        groups = np.ascontiguousarray(train.cluster_codes.astype(np.int32))
-        f = np.asarray(self.model_.predict(Xd, type="posterior", terms="mean_forest"), dtype=float)
-        yhat = np.asarray(self.model_.predict(Xd, rfx_group_ids=groups, type="posterior", terms="y_hat"),
-                          dtype=float)
-        f, yhat = f.reshape(train.n, -1), yhat.reshape(train.n, -1)
-        sig2 = np.asarray(self.model_.global_var_samples, dtype=float).ravel()
+        codes = train.cluster_codes.astype(np.int64)
+        if codes.max() >= self.n_clusters_:
+            raise MethodError(f"method '{self.name}': {train.name} has clusters not seen in training")
+        f = self._forest_draws(Xd)
+        yhat = f + self.ranef_draws_[:, codes].T
         rng = np.random.default_rng(random_seed(self.random_state))
         pick = rng.choice(yhat.shape[1], size=min(n_replicates, yhat.shape[1]), replace=False)
-        reps = yhat[:, pick].T + rng.normal(size=(pick.size, train.n)) * np.sqrt(sig2[pick])[:, None]
+        reps = yhat[:, pick].T + rng.normal(size=(pick.size, train.n)) * np.sqrt(self.sigma2_draws_[pick])[:, None]
         return OutcomePrediction(f.mean(axis=1), yhat.mean(axis=1), reps)
 
     def _predict(self, test: TrialData) -> CateResult:
@@ -347,62 +644,137 @@ class StochtreeRandomInterceptBART(Estimator):
         if not np.all(np.isfinite(draws)):
             raise MethodError(f"method '{self.name}': non-finite CATE draws on {test.name}")
         res = quantile_interval(draws)
-        sig = np.asarray(self.model_.global_var_samples, dtype=float)
-        info = {"library": "stochtree", "n_draws": int(draws.shape[1]),
-                "sigma2_posterior_mean": float(np.mean(sig))}
-        rfx_var = rfx_variance_draws(self.model_)
-        if rfx_var is not None:
-            info["rfx_variance_posterior_mean"] = float(np.mean(rfx_var))
-        res.info.update(info)
+        res.info.update({"library": "stochtree", "n_draws": int(draws.shape[1]),
+                         "rfx_prior": self.prior_.description,
+                         "sigma2_posterior_mean": float(np.mean(self.sigma2_draws_)),
+                         "rfx_variance_posterior_mean": float(np.mean(self.rfx_variance_draws_))})
         return res
 
 
-# ------------------------------------------------------------------ the three labels
-class RiBART(StochtreeRandomInterceptBART):
-    """riBART: random-intercept BART, after ``dbarts::rbart_vi`` (Tan et al. 2016); spec §3.1.
+# ------------------------------------------------------------------ the three methods
+class RiBART(RandomInterceptBART):
+    """riBART: random-intercept BART after ``dbarts::rbart_vi`` (Tan et al. 2016); spec §3.1.
+
+    Prior of the random-intercept SD: **half-Cauchy(0, 2.5 sd(y))**, dbarts' default ``prior =
+    cauchy`` (``rbart.priors$cauchy = dcauchy(x, 0, rel.scale * 2.5)``, ``rel.scale = sd(y)``),
+    updated by slice sampling as in dbarts. Residual variance: sigma^2 ~ nu lambda / chi^2_nu with
+    P(sigma < sigest) = ``sigquant`` (sigest: least-squares residual SD), dbarts' ``chisq(3, 0.9)``.
 
     Defaults are ``rbart_vi``'s: ``n.trees = 75``, ``k = 2``, ``power = 2``, ``base = 0.95``,
-    ``n.chains = 4``, ``n.burn = 1500``, ``n.samples = 1500`` (per chain), ``n.thin = 5``.
-    Differs from R: stochtree's inverse-gamma / working-parameter random-effect prior instead of
-    dbarts' half-Cauchy on the random-effect SD (see the module docstring for all differences).
+    ``n.chains = 4``, ``n.burn = 1500``, ``n.samples = 1500``, ``n.thin = 5`` (= 1500 burn-in
+    sweeps, 300 kept draws 5 sweeps apart per chain).
+
+    Differences from dbarts: trees by stochtree (``min_samples_leaf``); b, s_b and sigma^2 are
+    drawn once per tree sweep (dbarts: b once and ``n.thin`` slice steps of s_b per ``n.thin``
+    sweeps); chains run sequentially. ``rfx_sd_prior_scale`` is the half-Cauchy scale in units of sd(y).
     """
 
     name = "ribart"
     label = "riBART"
 
-    __init__ = with_defaults(StochtreeRandomInterceptBART, num_trees=75, num_burnin=1500, num_mcmc=1500,
-                             num_chains=4, keep_every=5)
+    def __init__(self, num_trees: int = 75, alpha: float = 0.95, beta: float = 2.0, k: float = 2.0,
+                 sigdf: float = 3.0, sigquant: float = 0.9, rfx_sd_prior_scale: float = 2.5,
+                 num_burnin: int = 1500, num_mcmc: int = 300, num_chains: int = 4,
+                 keep_every: int = 5, num_gfr: int = 0, min_samples_leaf: int = 5,
+                 n_threads: int = 1, random_state: int | None = None):
+        super().__init__(random_state)
+        self._set_params(locals())
+
+    def _prior(self, y, design, groups, p):
+        A = check_float(self.name, "rfx_sd_prior_scale", self.rfx_sd_prior_scale, 0.0)
+        shape, scale = sigma_prior(y, design, p["sigdf"], p["sigquant"])
+        return _HalfCauchy(A, shape, scale), (least_squares_sigest(y, design) / np.std(y)) ** 2
 
 
-class MixedBART(StochtreeRandomInterceptBART):
-    """mixedBART: BART with random effects, after ``mxBART::mxbart`` (rsparapa/bnptools); spec §3.2.
+class MixedBART(RandomInterceptBART):
+    """mixedBART: BART with random effects after ``mxBART::mxbart`` (rsparapa/bnptools); spec §3.2.
+
+    Prior of the random intercept, mxBART's default ``mxps = list(prior = 1, df = 3)``: the
+    **hierarchical inverse-Wishart** (Huang & Wand 2013) s_b^2 | a ~ IG(df / 2, df / a),
+    a ~ IG(1 / 2, 1 / A^2) — for one random intercept s_b ~ half-t_3(0, A) — with mxBART's
+    data-based scale A = sdu / qt(0.975, df), sdu = REML random-intercept SD of y on the design
+    (``lme4::lmer`` in mxBART). ``rfx_prior = "iw"`` is mxBART's ``prior = 2``, the inverse-Wishart
+    (one effect: scaled-inverse-chi^2(df, s), i.e. inverse-gamma) with default s = sdu^2
+    qchisq(0.95, df) / df. ``rfx_prior_scale`` (units of sd(y) for "hiw", of var(y) for "iw")
+    overrides the data-based scale, as ``mxps$scale`` does. Residual variance: BART's chi^2 prior
+    with sigest = REML residual SD and lambda = sigest^2 qchisq(sigquant, df) / df (mxbart.R as
+    written).
 
     Defaults are ``mxbart``'s: ``ntree = 200``, ``k = 2``, ``power = 2``, ``base = 0.95``,
     ``sigdf = 3``, ``sigquant = 0.9``, ``nskip = 100``, ``ndpost = 1000``, ``keepevery = 1``, one
     chain. (The CRT code of the same research line used ``ntree = 50``, ``nskip = ndpost = 5000``.)
-    Differs from R: stochtree's inverse-gamma / working-parameter random-effect prior instead of
-    mxBART's hierarchical inverse-Wishart (``df = 3``, ``scale = 1``); see the module docstring.
+
+    Differences from mxBART: trees by stochtree (``min_samples_leaf``); the data-based scale is
+    floored at 0.1 sd(y) (before division by the t quantile) so that a zero REML variance does not
+    make the prior a point mass at 0; "iw" uses the scaled-inverse-chi^2 that mxbart.R documents
+    (its C++ plugs already-converted inverse-gamma parameters into the inverse-Wishart draw).
     """
 
     name = "mixedbart"
     label = "mixedBART"
 
-    __init__ = with_defaults(StochtreeRandomInterceptBART, num_trees=200, num_burnin=100, num_mcmc=1000,
-                             num_chains=1, keep_every=1)
+    def __init__(self, num_trees: int = 200, alpha: float = 0.95, beta: float = 2.0, k: float = 2.0,
+                 sigdf: float = 3.0, sigquant: float = 0.9, rfx_prior: str = "hiw",
+                 rfx_prior_df: float = 3.0, rfx_prior_scale: float | None = None,
+                 num_burnin: int = 100, num_mcmc: int = 1000, num_chains: int = 1,
+                 keep_every: int = 1, num_gfr: int = 0, min_samples_leaf: int = 5,
+                 n_threads: int = 1, random_state: int | None = None):
+        super().__init__(random_state)
+        self._set_params(locals())
+
+    def _prior(self, y, design, groups, p):
+        m = self.name
+        if self.rfx_prior not in ("hiw", "iw"):
+            raise MethodError(f"method '{m}': hyperparameter 'rfx_prior' must be 'hiw' (mxBART prior = 1) "
+                              f"or 'iw' (prior = 2), got {self.rfx_prior!r}")
+        df = check_float(m, "rfx_prior_df", self.rfx_prior_df, 0.0)
+        sd_y = float(np.std(y))
+        s2u, sig2 = random_intercept_reml(y, design, groups)
+        if self.rfx_prior_scale is None:
+            sdu = max(np.sqrt(s2u), 0.1 * sd_y) / sd_y
+            scale = (sdu / student_t.ppf(0.975, df) if self.rfx_prior == "hiw"
+                     else sdu ** 2 * chi2.ppf(0.95, df) / df)
+        else:
+            scale = check_float(m, "rfx_prior_scale", self.rfx_prior_scale, 0.0)
+        self.reml_ = (float(s2u), float(sig2))
+        sig2s = sig2 / sd_y ** 2
+        lam = sig2s * chi2.ppf(p["sigquant"], p["sigdf"]) / p["sigdf"]
+        return (_MxBART(self.rfx_prior, df, float(scale), p["sigdf"] / 2.0, p["sigdf"] * lam / 2.0),
+                float(sig2s))
 
 
-class Stan4BART(StochtreeRandomInterceptBART):
-    """stan4bart: BART + Stan multilevel model, after ``stan4bart::stan4bart`` (Dorie et al. 2022); spec §3.3.
+class Stan4BART(RandomInterceptBART):
+    """stan4bart: BART + Stan multilevel model after ``stan4bart::stan4bart`` (Dorie et al. 2022); spec §3.3.
+
+    Prior of the varying intercept: rstanarm's **decov** (``decov(regularization = 1,
+    concentration = 1, shape = 1, scale = 1)``), which for one varying intercept is
+    s_b = sigma * scale * t, t ~ Gamma(shape, 1) — a **Gamma(shape = 1, scale = 1) prior on the
+    random-intercept SD in units of the residual SD sigma** (stan4bart's Stan model,
+    ``make_theta_L``). Residual SD: sigma ~ Exponential(rate = 1 / sd(y)) (rstanarm
+    ``exponential(autoscale = TRUE)``, stan4bart's default ``prior_aux``); ``sigma_prior_rate`` is
+    that rate in units of 1 / sd(y). t and sigma are updated by slice sampling.
 
     Defaults are ``stan4bart``'s: ``chains = 4``, ``warmup = 1000``, ``iter = 2000`` (1000 kept per
     chain), BART part with dbarts' defaults (75 trees, ``k = 2``, ``power = 2``, ``base = 0.95``).
-    Differs from R: the varying intercept is sampled by stochtree's conjugate Gibbs step under its
-    inverse-gamma / working-parameter prior, not by Stan's HMC under rstanarm's ``decov`` prior; see
-    the module docstring.
+
+    Differences from stan4bart: Stan's HMC for (b, t, sigma) is replaced by Gibbs/slice updates of
+    the same conditional posteriors; trees by stochtree (``min_samples_leaf``); chains sequential.
     """
 
     name = "stan4bart"
     label = "stan4bart"
 
-    __init__ = with_defaults(StochtreeRandomInterceptBART, num_trees=75, num_burnin=1000, num_mcmc=1000,
-                             num_chains=4, keep_every=1)
+    def __init__(self, num_trees: int = 75, alpha: float = 0.95, beta: float = 2.0, k: float = 2.0,
+                 decov_shape: float = 1.0, decov_scale: float = 1.0, sigma_prior_rate: float = 1.0,
+                 num_burnin: int = 1000, num_mcmc: int = 1000, num_chains: int = 4,
+                 keep_every: int = 1, num_gfr: int = 0, min_samples_leaf: int = 5,
+                 n_threads: int = 1, random_state: int | None = None):
+        super().__init__(random_state)
+        self._set_params(locals())
+
+    def _prior(self, y, design, groups, p):
+        m = self.name
+        shape = check_float(m, "decov_shape", self.decov_shape, 0.0)
+        scale = check_float(m, "decov_scale", self.decov_scale, 0.0)
+        rate = check_float(m, "sigma_prior_rate", self.sigma_prior_rate, 0.0)
+        return _Decov(shape, scale, rate), (least_squares_sigest(y, design) / np.std(y)) ** 2
