@@ -22,7 +22,9 @@ as independent and is too narrow in a CRT. Default: the **half-sample variance**
 the scheme grf uses when it is given ``clusters`` (grf draws half of the clusters for each group
 of trees and estimates ``Var(tau_hat)`` by the variance of the half-sample estimates). Here
 ``n_half_samples`` times a half of the treated and a half of the control clusters is drawn without
-replacement and step 3 is refitted on it (``half_sample_trees`` trees), giving ``tau_s(x)``.
+replacement and step 3 is refitted on it (``half_sample_trees`` trees), giving ``tau_s(x)``. As
+in grf, a refit tree draws as many rows as a tree of the main forest (``max_samples`` of the trial
+is ``2 * max_samples`` of the half-sample), so main and refit forests average the same kernel.
 
 * Odd arms. For an arm of ``M`` clusters the half-sample keeps ``r`` and leaves out ``d = M - r``.
   The variance of a half-sample mean of a cluster-level quantity is ``(d / r) S^2 / M`` against the
@@ -207,11 +209,12 @@ class CausalForest(Estimator):
             yhat[held] = rf.fit(X[~held], y[~held]).predict(X[held])
         return yhat
 
-    def _forest(self, X, A, ytilde, seed: int, n_trees: int, inference: bool = False):
+    def _forest(self, X, A, ytilde, seed: int, n_trees: int, inference: bool = False,
+                max_samples: float | None = None):
         from econml.grf import CausalForest as _EconCF
 
         forest = _EconCF(n_estimators=int(n_trees), min_samples_leaf=int(self.min_samples_leaf),
-                         max_samples=float(self.max_samples), honest=bool(self.honest),
+                         max_samples=float(max_samples or self.max_samples), honest=bool(self.honest),
                          inference=inference, n_jobs=int(self.n_threads), random_state=seed)
         return forest.fit(X, A - 0.5, ytilde)
 
@@ -230,7 +233,7 @@ class CausalForest(Estimator):
         for _ in range(int(self.n_half_samples)):
             rows = cluster_half_sample(train, rng)
             self.half_.append(self._forest(X[rows], A[rows], ytilde[rows], int(seeds.integers(2 ** 31 - 1)),
-                                           int(self.half_sample_trees)))
+                                           int(self.half_sample_trees), max_samples=2 * float(self.max_samples)))
 
     def _predict(self, test: TrialData) -> CateResult:
         missing = [c for c in self.covariates_ if c not in test.frame.columns]
