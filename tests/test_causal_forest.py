@@ -249,3 +249,67 @@ def test_half_sampling_ate_coverage():
         hits.append(lo <= tau.mean() <= hi)
     print(f"\ncf: the half-sampling ATE interval covered the true ATE in {np.mean(hits):.3f} of 40 replicates")
     assert np.mean(hits) >= 0.85
+
+
+def test_width_does_not_depend_on_refit_forest_size():
+    """The refit forests' Monte Carlo noise is removed: with the same half-samples (same seed),
+    refits of 10 or 100 trees give the same interval width up to Monte Carlo error, while the
+    raw between-refit variance of the 10-tree refits is clearly larger."""
+    td, _ = make_crt(21, "linear", M=20, size=15)
+    kw = dict(n_estimators=200, yhat_trees=30, yhat_folds=3, n_half_samples=12)
+    small = CausalForest(**kw, half_sample_trees=10, random_state=4).fit(td)
+    big = CausalForest(**kw, half_sample_trees=100, random_state=4).fit(td)
+    ws, wb = (np.mean(np.asarray(e.predict(td).info["se"])) for e in (small, big))
+    raw = [np.mean(np.var(np.column_stack([f.predict(td.X()).ravel() for f in e.half_]), axis=1, ddof=1))
+           for e in (small, big)]
+    print(f"\nse 10 trees {ws:.3f}, 100 trees {wb:.3f}; raw between-variance {raw[0]:.3f} vs {raw[1]:.3f}")
+    assert raw[0] > 1.2 * raw[1]
+    assert 0.8 < ws / wb < 1.25
+
+
+def _battery_cf(scenario: str, reps: int, **kw) -> dict:
+    rows = []
+    for r in range(reps):
+        td, tau = simulate(scenario, np.random.default_rng(700 + r))
+        res = CausalForest(**kw, random_state=r).fit(td).predict(td)
+        rows.append(metrics(tau, res.point, res.lower, res.upper, res.ate()))
+    return {k: float(np.mean([m[k] for m in rows])) for k in ("coverage", "zero_in_interval", "cate_sd", "pehe", "width")}
+
+
+QUICK_HALF = dict(n_estimators=200, yhat_trees=100, yhat_folds=3, n_half_samples=20, half_sample_trees=20)
+
+
+def test_null_effect_small_ci_version():
+    out = _battery_cf("null", 1, **QUICK_HALF)
+    print(out)
+    assert out["zero_in_interval"] >= 0.8 and out["cate_sd"] < 0.35
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["linear", "nonlinear", "null", "small"])
+def test_battery_coverage_20_replicates(scenario):
+    """Quick (CI) settings, 20 replicates: pointwise coverage in [0.85, 0.995] on linear and
+    nonlinear; under the null CATE SD < 0.25 and 0 inside >= 90 % of the intervals; small runs."""
+    out = _battery_cf(scenario, 20, **QUICK_HALF)
+    print(f"\ncf {scenario} (20 reps, quick settings): {out}")
+    if scenario == "null":
+        assert out["cate_sd"] < 0.25 and out["zero_in_interval"] >= 0.9
+    elif scenario != "small":
+        assert 0.85 <= out["coverage"] <= 0.995
+
+
+@pytest.mark.slow
+def test_refit_size_does_not_change_coverage_paper_scale():
+    """Paper-scale check of the speed-up: 100-tree refits (the default) against 500-tree refits
+    (the old default) on 6 replicates of the linear scenario: mean width within 10 %."""
+    w = {100: [], 500: []}
+    cov = {100: [], 500: []}
+    for r in range(6):
+        td, tau = simulate("linear", np.random.default_rng(900 + r))
+        for T in w:
+            res = CausalForest(half_sample_trees=T, random_state=r).fit(td).predict(td)
+            w[T].append(np.mean(res.upper - res.lower))
+            cov[T].append(np.mean((res.lower <= tau) & (tau <= res.upper)))
+    print(f"\nwidth 100-tree refits {np.mean(w[100]):.3f} (coverage {np.mean(cov[100]):.3f}), "
+          f"500-tree refits {np.mean(w[500]):.3f} (coverage {np.mean(cov[500]):.3f})")
+    assert abs(np.mean(w[100]) / np.mean(w[500]) - 1) < 0.1
