@@ -1,9 +1,11 @@
 """CF: cross-fitting by whole clusters, the centred moment identity, acceptance on the shared
-fixtures, cluster-bootstrap intervals, reproducibility and errors."""
+fixtures, cluster half-sampling intervals (odd arms, Monte Carlo debiasing), small trials,
+reproducibility and errors."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,9 @@ import statsmodels.formula.api as smf
 
 from clusterhte.methods import get
 from clusterhte.methods.base import MethodError
-from clusterhte.methods.causal_forest import CausalForest, cluster_folds, cluster_half_sample
+from clusterhte.methods.causal_forest import (CausalForest, cluster_folds, cluster_half_sample,
+                                             debiased_variance, half_sample_sizes)
+from clusterhte.simulate.battery import metrics, simulate
 
 from conftest import make_crt, small_multisite
 
@@ -57,7 +61,7 @@ def test_mean_cate_matches_centred_moment(cf_linear, crt_linear):
     the pooled moment estimate sum(W~ Y~)/sum(W~^2) (exact for a single leaf)."""
     td, _ = crt_linear
     w = td.treatment - 0.5
-    yt = td.outcome - cf_linear.fit_.yhat
+    yt = td.outcome - cf_linear.yhat_
     pooled = np.sum((w - w.mean()) * (yt - yt.mean())) / np.sum((w - w.mean()) ** 2)
     assert abs(cf_linear.predict(td).point.mean() - pooled) < 0.15
 
@@ -79,16 +83,94 @@ def test_linear_modifier_tracked_and_econml_intervals(cf_linear, crt_linear):
 
 def test_half_samples_take_half_of_each_arm_without_replacement(crt_linear):
     td, _ = crt_linear
-    rows, d = cluster_half_sample(td, np.random.default_rng(0))
-    kept = np.unique(td.cluster_codes[rows])
-    assert d == 16 and len(kept) == 14
     arm = td.frame.groupby("cluster")["treatment"].first().to_numpy()
-    assert arm[kept].sum() == 7  # 15 treated and 15 control clusters -> 7 of each kept
-    assert np.all(np.isin(td.cluster_codes, kept) == rows)  # whole clusters
+    sizes = []
+    for seed in range(40):
+        rows = cluster_half_sample(td, np.random.default_rng(seed))
+        kept = np.unique(td.cluster_codes[rows])
+        assert np.all(np.isin(td.cluster_codes, kept) == rows)  # whole clusters
+        sizes += [arm[kept].sum(), (1 - arm[kept]).sum()]
+    # 15 clusters per arm (odd): 7 or 8 kept, both occurring
+    assert set(sizes) == {7, 8}
+
+
+def test_odd_arm_half_sample_sizes_make_the_variance_factor_one():
+    """E[(M - r) / r] = 1 for every arm size, exactly (the probabilities) and by simulation."""
+    for M in range(2, 16):
+        if M % 2 == 0:
+            assert half_sample_sizes(M, np.random.default_rng(0)) == M // 2
+            continue
+        p = (M - 1) / (2 * M)
+        r1, r2 = (M - 1) / 2, (M + 1) / 2
+        assert p * (M - r1) / r1 + (1 - p) * (M - r2) / r2 == pytest.approx(1.0, abs=1e-12)
+        rng = np.random.default_rng(M)
+        r = np.array([half_sample_sizes(M, rng) for _ in range(4000)])
+        assert set(r) == {r1, r2}
+        assert abs(np.mean(r == r1) - p) < 4 * np.sqrt(p * (1 - p) / 4000)
+    with pytest.raises(ValueError):
+        half_sample_sizes(1, np.random.default_rng(0))
+
+
+def test_half_sample_variance_of_a_linear_statistic_is_unbiased_with_odd_arms():
+    """Known answer: for the difference of arm means of cluster values, the variance over
+    half-samples equals s1^2/M1 + s0^2/M0 (the variance estimate of the full-sample statistic),
+    here with 5 treated and 6 control clusters (different parities), where no single
+    delete-d factor can be right."""
+    rng = np.random.default_rng(5)
+    M1, M0 = 5, 6
+    J = M1 + M0
+    sizes = np.array([3, 80, 5, 40, 7, 3, 60, 4, 20, 9, 11])
+    codes = np.repeat(np.arange(J), sizes)
+    arm = np.r_[np.ones(M1), np.zeros(M0)]
+    v = rng.normal(size=J) * 2 + arm
+    td = SimpleNamespace(cluster_codes=codes, treatment=arm[codes])   # what cluster_half_sample reads
+    s1, s0 = v[arm == 1].var(ddof=1), v[arm == 0].var(ddof=1)
+    target = s1 / M1 + s0 / M0
+    draws = []
+    hs = np.random.default_rng(6)
+    for _ in range(8000):
+        kept = np.unique(codes[cluster_half_sample(td, hs)])
+        k1, k0 = kept[arm[kept] == 1], kept[arm[kept] == 0]
+        draws.append(v[k1].mean() - v[k0].mean())
+    # Monte Carlo SE of a variance from 8000 draws is about var * sqrt(2/8000) (~1.6 %); allow 6 %
+    assert np.var(draws) == pytest.approx(target, rel=0.06)
+    # the old rule (keep floor(M/2) per arm, one factor (M - d)/d) is biased here: its expectation
+    # is (M - d)/d * sum_a s_a^2 d_a / (r_a M_a)
+    r1, r0 = M1 // 2, M0 // 2
+    d = J - r1 - r0
+    old = (J - d) / d * (s1 * (M1 - r1) / (r1 * M1) + s0 * (M0 - r0) / (r0 * M0))
+    assert abs(old / target - 1) > 0.05
+
+
+def test_debiased_variance():
+    between = np.array([1.0, 1.0, 1.0, 0.2])
+    noise = np.array([0.0, 0.5, 1.0, 0.0])
+    v = debiased_variance(between, noise, 50)
+    np.testing.assert_allclose(v[[0, 3]], between[[0, 3]], rtol=1e-6)   # no noise: unchanged
+    assert 0.45 < v[1] < 0.6                                             # about between - noise
+    assert 0 < v[2] < 0.5                                                # all noise: small but positive
+
+
+def test_small_trials_run_with_four_clusters_per_arm_and_unequal_sizes():
+    """10 clusters (5 per arm) of sizes 3-80 (the battery's small scenario) and 8 clusters with
+    4 per arm: no crash (the old Y.hat folds could be empty), finite intervals around the point."""
+    kw = dict(n_estimators=60, yhat_trees=20, yhat_folds=5, n_half_samples=4, half_sample_trees=10)
+    for seed in range(4):
+        td, tau = simulate("small", np.random.default_rng(seed))
+        if seed >= 2:   # drop one cluster per arm: 4 treated, 4 control
+            arm = td.frame.groupby("cluster")["treatment"].first()
+            drop = [arm[arm == 1].index[0], arm[arm == 0].index[0]]
+            td = td.subset(~td.frame["cluster"].isin(drop).to_numpy())
+            tau = tau[~np.isin(simulate("small", np.random.default_rng(seed))[0].frame["cluster"], drop)]
+        res = CausalForest(**kw, random_state=seed).fit(td).predict(td)
+        assert np.all(np.isfinite(res.point)) and np.all(np.isfinite(res.lower)) and np.all(np.isfinite(res.upper))
+        assert np.all(res.lower < res.point) and np.all(res.point < res.upper)
+        _, lo, hi = res.ate()
+        assert lo < hi
 
 
 def test_half_sampling_intervals_scale_with_clusters_and_match_lmm_ate_se():
-    kw = dict(n_estimators=100, yhat_trees=30, yhat_folds=3, n_half_samples=10, half_sample_trees=100)
+    kw = dict(n_estimators=100, yhat_trees=30, yhat_folds=3, n_half_samples=24, half_sample_trees=20)
     widths = []
     for M in (40, 12):
         td, _ = make_crt(41, "linear", M=M)
@@ -97,7 +179,7 @@ def test_half_sampling_intervals_scale_with_clusters_and_match_lmm_ate_se():
         assert np.all(res.lower < res.point) and np.all(res.point < res.upper)
         est, lo, hi = res.ate()
         assert lo < est < hi
-        widths.append(np.mean(res.upper - res.lower))
+        widths.append((np.mean(res.upper - res.lower), hi - lo))
         if M == 40:
             f = td.frame
             lmm = smf.mixedlm("outcome ~ treatment + X1 + X2 + X3 + V1", f, groups=f["cluster"]).fit()
@@ -105,7 +187,12 @@ def test_half_sampling_intervals_scale_with_clusters_and_match_lmm_ate_se():
             # replicates of this design its SD was 0.235 against the LMM's SE 0.123
             ratio = (hi - lo) / (2 * 1.96 * lmm.bse["treatment"])
             assert 1.0 < ratio < 3.0, ratio
-    assert widths[1] > 1.3 * widths[0]
+    # the ATE is root-M estimable: expected width ratio about sqrt(40/12) = 1.8 (the variance
+    # estimate has 23 df, SE ~ 15 %); pointwise forest intervals shrink more slowly with M
+    # (fixed leaf size), but must shrink
+    print(widths)
+    assert widths[1][1] > 1.3 * widths[0][1]
+    assert widths[1][0] > widths[0][0]
 
 
 def test_new_clusters_and_reproducibility(cf_linear, crt_linear):
@@ -133,6 +220,16 @@ def test_multisite_refused_and_bad_hyperparameters(crt_linear):
         CausalForest(n_estimators=101, n_half_samples=0).fit(td)
     with pytest.raises(MethodError, match="n_half_samples"):
         CausalForest(n_half_samples=1).fit(td)
+    with pytest.raises(MethodError, match="half_sample_trees"):
+        CausalForest(half_sample_trees=15).fit(td)
+    one_arm_short = td.subset(td.frame["cluster"].isin([0, 1, 2, 3] + [c for c in range(30)
+                              if td.frame.loc[td.frame["cluster"] == c, "treatment"].iloc[0] == 0]).to_numpy())
+    keep_one_treated = one_arm_short.frame.groupby("cluster")["treatment"].first()
+    if keep_one_treated.sum() >= 2:
+        treated = keep_one_treated[keep_one_treated == 1].index[1:]
+        one_arm_short = one_arm_short.subset(~one_arm_short.frame["cluster"].isin(treated).to_numpy())
+    with pytest.raises(MethodError, match="at least 2 per arm"):
+        CausalForest(**QUICK).fit(one_arm_short)
 
 
 def test_defaults():
@@ -152,3 +249,67 @@ def test_half_sampling_ate_coverage():
         hits.append(lo <= tau.mean() <= hi)
     print(f"\ncf: the half-sampling ATE interval covered the true ATE in {np.mean(hits):.3f} of 40 replicates")
     assert np.mean(hits) >= 0.85
+
+
+def test_width_does_not_depend_on_refit_forest_size():
+    """The refit forests' Monte Carlo noise is removed: with the same half-samples (same seed),
+    refits of 10 or 100 trees give the same interval width up to Monte Carlo error, while the
+    raw between-refit variance of the 10-tree refits is clearly larger."""
+    td, _ = make_crt(21, "linear", M=20, size=15)
+    kw = dict(n_estimators=200, yhat_trees=30, yhat_folds=3, n_half_samples=12)
+    small = CausalForest(**kw, half_sample_trees=10, random_state=4).fit(td)
+    big = CausalForest(**kw, half_sample_trees=100, random_state=4).fit(td)
+    ws, wb = (np.mean(np.asarray(e.predict(td).info["se"])) for e in (small, big))
+    raw = [np.mean(np.var(np.column_stack([f.predict(td.X()).ravel() for f in e.half_]), axis=1, ddof=1))
+           for e in (small, big)]
+    print(f"\nse 10 trees {ws:.3f}, 100 trees {wb:.3f}; raw between-variance {raw[0]:.3f} vs {raw[1]:.3f}")
+    assert raw[0] > 1.2 * raw[1]
+    assert 0.8 < ws / wb < 1.25
+
+
+def _battery_cf(scenario: str, reps: int, **kw) -> dict:
+    rows = []
+    for r in range(reps):
+        td, tau = simulate(scenario, np.random.default_rng(700 + r))
+        res = CausalForest(**kw, random_state=r).fit(td).predict(td)
+        rows.append(metrics(tau, res.point, res.lower, res.upper, res.ate()))
+    return {k: float(np.mean([m[k] for m in rows])) for k in ("coverage", "zero_in_interval", "cate_sd", "pehe", "width")}
+
+
+QUICK_HALF = dict(n_estimators=200, yhat_trees=100, yhat_folds=3, n_half_samples=20, half_sample_trees=20)
+
+
+def test_null_effect_small_ci_version():
+    out = _battery_cf("null", 1, **QUICK_HALF)
+    print(out)
+    assert out["zero_in_interval"] >= 0.8 and out["cate_sd"] < 0.35
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["linear", "nonlinear", "null", "small"])
+def test_battery_coverage_20_replicates(scenario):
+    """Quick (CI) settings, 20 replicates: pointwise coverage in [0.85, 0.995] on linear and
+    nonlinear; under the null CATE SD < 0.25 and 0 inside >= 90 % of the intervals; small runs."""
+    out = _battery_cf(scenario, 20, **QUICK_HALF)
+    print(f"\ncf {scenario} (20 reps, quick settings): {out}")
+    if scenario == "null":
+        assert out["cate_sd"] < 0.25 and out["zero_in_interval"] >= 0.9
+    elif scenario != "small":
+        assert 0.85 <= out["coverage"] <= 0.995
+
+
+@pytest.mark.slow
+def test_refit_size_does_not_change_coverage_paper_scale():
+    """Paper-scale check of the speed-up: 100-tree refits (the default) against 500-tree refits
+    (the old default) on 6 replicates of the linear scenario: mean width within 10 %."""
+    w = {100: [], 500: []}
+    cov = {100: [], 500: []}
+    for r in range(6):
+        td, tau = simulate("linear", np.random.default_rng(900 + r))
+        for T in w:
+            res = CausalForest(half_sample_trees=T, random_state=r).fit(td).predict(td)
+            w[T].append(np.mean(res.upper - res.lower))
+            cov[T].append(np.mean((res.lower <= tau) & (tau <= res.upper)))
+    print(f"\nwidth 100-tree refits {np.mean(w[100]):.3f} (coverage {np.mean(cov[100]):.3f}), "
+          f"500-tree refits {np.mean(w[500]):.3f} (coverage {np.mean(cov[500]):.3f})")
+    assert abs(np.mean(w[100]) / np.mean(w[500]) - 1) < 0.1

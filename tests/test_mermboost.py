@@ -8,8 +8,10 @@ import pytest
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods import MethodError, get, make
+from clusterhte.methods.bootstrap import bootstrap_clusters, sample_of_clusters
 from clusterhte.methods.mermboost import (LearnerSet, Mermboost, RandomIntercept, boost,
                                           cluster_projection)
+from clusterhte.simulate.battery import metrics, simulate
 from clusterhte.methods.splines import (BSplineBasis, df_of_lambda, difference_penalty, lambda_for_df,
                                         smoother_eigenvalues, sum_to_zero_constraint)
 from clusterhte.mixed.reml import fit_lmm
@@ -17,6 +19,7 @@ from clusterhte.mixed.reml import fit_lmm
 from conftest import make_crt
 
 QUICK = dict(mstop_max=200, n_bootstrap=0)
+QUICK_BOOT = dict(mstop_max=300, n_bootstrap=20)   # config.yaml crt quick override
 
 
 # ------------------------------------------------------------------------------------ splines
@@ -132,7 +135,7 @@ def test_acceptance_linear(crt_linear):
     res = est.predict(td)
     assert np.all(np.isfinite(res.point))
     assert np.corrcoef(res.point, truth)[0, 1] >= 0.8
-    assert 1 <= est.mstop_ <= 200
+    assert 1 <= est.mstop_cv_ <= 200 and est.mstop_ == 3 * est.mstop_cv_
     assert res.info["selected"]["bbs(X1, by = A)"] > 0
 
 
@@ -177,3 +180,107 @@ def test_paper_scale_defaults(crt_linear):
     assert np.mean((res.lower <= truth) & (truth <= res.upper)) >= 0.8
     _, lo, hi = res.ate()
     assert lo <= truth.mean() <= hi
+
+
+# ------------------------------------------------------------------------------------ bootstrap and mstop
+def test_boost_path_is_the_fit_stopped_at_every_iteration(crt_linear):
+    td, _ = crt_linear
+    est = Mermboost(mstop=30, n_bootstrap=0).fit(td)
+    L, ri = est.learners_, est._ri(td, td.cluster_codes)
+    full = boost(L, td.outcome, 30, 0.1, ri, keep_path=True)
+    for m in (1, 7, 30):
+        short = boost(L, td.outcome, m, 0.1, est._ri(td, td.cluster_codes))
+        np.testing.assert_allclose(full.path[m - 1], short.coef, atol=1e-12)
+
+
+def test_refit_chooses_mstop_on_out_of_bag_clusters(crt_linear):
+    """boot_mstop = "oob": the refit stops where the population-level error on the clusters not
+    drawn is smallest (recomputed here from an independent boosting run)."""
+    td, _ = crt_linear
+    est = Mermboost(mstop_max=80, n_bootstrap=0, boot_mstop="oob", mstop_scale=1.0, random_state=3).fit(td)
+    picked = bootstrap_clusters(td, np.random.default_rng(8))
+    spec, coef, m = est._refit(picked)
+    sample = sample_of_clusters(td, picked)
+    held = td.subset(~np.isin(td.cluster_codes, picked))
+    s2 = est._spec(sample)
+    fit = boost(s2.learners(sample), sample.outcome, 80, 0.1, est._ri(sample, sample.cluster_codes),
+                X_eval=s2.design(held), y_eval=held.outcome)
+    assert m == int(np.argmin(fit.risk)) + 1
+    again = boost(s2.learners(sample), sample.outcome, m, 0.1, est._ri(sample, sample.cluster_codes))
+    np.testing.assert_allclose(coef, again.coef, atol=1e-12)
+    # "fixed" keeps the full-data mstop
+    fixed = Mermboost(mstop_max=80, n_bootstrap=0, boot_mstop="fixed", mstop_scale=1.0, random_state=3).fit(td)
+    assert fixed._refit(picked)[2] == fixed.mstop_
+
+
+def test_mstop_scale_multiplies_the_cv_choice(crt_linear):
+    td, _ = crt_linear
+    a = Mermboost(mstop_max=60, n_bootstrap=0, mstop_scale=1.0, random_state=2).fit(td)
+    b = Mermboost(mstop_max=60, n_bootstrap=0, mstop_scale=2.5, random_state=2).fit(td)
+    assert a.mstop_cv_ == b.mstop_cv_ and a.mstop_ == a.mstop_cv_
+    assert b.mstop_ == int(np.ceil(2.5 * b.mstop_cv_))
+    for bad in (0.5, float("nan"), float("inf"), "2"):
+        with pytest.raises(MethodError, match="mstop_scale"):
+            Mermboost(mstop_scale=bad)
+    with pytest.raises(MethodError, match="boot_mstop"):
+        Mermboost(boot_mstop="cv")
+
+
+def test_t_quantile_interval_and_bootstrap_sampling(crt_linear):
+    from scipy.stats import t
+    from clusterhte.methods.bootstrap import bootstrap_result, resample_clusters
+
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(5, 8))
+    point = np.zeros(5)
+    res = bootstrap_result(point, draws, student_t=True)
+    np.testing.assert_allclose(res.upper, t.ppf(0.975, 7) * draws.std(axis=1, ddof=1))
+    assert res.info["interval"] == "cluster bootstrap (normal, t quantile)"
+    normal = bootstrap_result(point, draws)
+    assert np.all(normal.upper < res.upper)
+    # resampling: within arm, same draw as picking codes then gathering their rows
+    td, _ = crt_linear
+    a = resample_clusters(td, np.random.default_rng(4))
+    picked = bootstrap_clusters(td, np.random.default_rng(4))
+    b = sample_of_clusters(td, picked)
+    assert a.frame.equals(b.frame)
+    arm = td.frame.groupby("cluster")["treatment"].first().to_numpy()
+    assert arm[picked].sum() == arm.sum() and len(picked) == arm.size
+
+
+def test_small_trial_ten_clusters_unequal_sizes():
+    """10 clusters (5 per arm), sizes 3-80: CV folds capped at 5 (one treated and one control
+    cluster each), bootstrap refits run, intervals finite, over several seeds."""
+    for seed in range(3):
+        td, tau = simulate("small", np.random.default_rng(seed))
+        res = Mermboost(mstop_max=60, n_bootstrap=4, random_state=seed).fit(td).predict(td)
+        assert np.all(np.isfinite(res.lower)) and np.all(np.isfinite(res.upper))
+        assert np.all(res.lower <= res.point) and np.all(res.point <= res.upper)
+
+
+def _coverage(scenario: str, reps: int, **kw) -> dict:
+    rows = []
+    for r in range(reps):
+        td, tau = simulate(scenario, np.random.default_rng(500 + r))
+        res = Mermboost(**kw, random_state=r).fit(td).predict(td)
+        rows.append(metrics(tau, res.point, res.lower, res.upper, res.ate()))
+    return {k: float(np.mean([m[k] for m in rows])) for k in ("coverage", "zero_in_interval", "cate_sd", "pehe", "width")}
+
+
+def test_coverage_small_ci_version():
+    """One replicate of the linear battery scenario at the quick settings: pointwise coverage of
+    the 95% intervals at least 0.8 (the slow test below checks [0.85, 0.995] over 20)."""
+    out = _coverage("linear", 1, **QUICK_BOOT)
+    print(out)
+    assert out["coverage"] >= 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["linear", "nonlinear", "null"])
+def test_coverage_battery_scenarios(scenario):
+    out = _coverage(scenario, 20, **QUICK_BOOT)
+    print(f"\nmermboost {scenario} (20 reps, quick settings): {out}")
+    if scenario == "null":
+        assert out["cate_sd"] < 0.25 and out["zero_in_interval"] >= 0.9
+    else:
+        assert 0.85 <= out["coverage"] <= 0.995

@@ -1,10 +1,16 @@
 """Cluster bootstrap intervals for methods with no native uncertainty (MERF, MEGB, GPBoost,
-mermboost) and for cluster-robust causal-forest intervals.
+mermboost).
 
 Clusters are resampled with replacement *within arm* (so every bootstrap trial keeps the
 allocation: in a CRT the number of treated clusters is fixed), a cluster drawn twice enters as two
-distinct clusters, the method is refitted, and the test-set CATEs are collected. The interval is
-the percentile interval of the B bootstrap CATEs; the point estimate stays the full-data fit.
+distinct clusters, the method is refitted, and the test-set CATEs are collected. The interval is a
+**normal (Wald-type) interval centred at the full-data estimate**: ``point +- q * SD``, with ``SD``
+the standard deviation of the B bootstrap CATEs of the row (``ddof = 1``) and ``q`` the normal
+quantile, or, with ``student_t=True``, the ``t_{B-1}`` quantile, which accounts for the SD being
+estimated from only B refits. The ATE interval is built the same way from the per-replicate row
+averages. :func:`percentile_interval` (the equal-tailed quantiles of the draws) is available but
+not used by the estimators: with the few refits a CRT study can afford it is less stable, and a
+biased learner's percentile interval need not contain its own full-data estimate.
 """
 
 from __future__ import annotations
@@ -15,20 +21,23 @@ from typing import Callable
 import numpy as np
 
 from clusterhte.data.trial import TrialData
+from clusterhte.folds import cluster_strata
 
 
-def resample_clusters(train: TrialData, rng: np.random.Generator) -> TrialData:
-    """One cluster-bootstrap sample: clusters drawn with replacement within each arm.
+def bootstrap_clusters(train: TrialData, rng: np.random.Generator) -> np.ndarray:
+    """Cluster codes of one cluster-bootstrap sample: within each arm (cluster stratum of
+    :func:`clusterhte.folds.cluster_strata`; multisite sites form one stratum) as many clusters as
+    the arm has, drawn with replacement."""
+    strata = cluster_strata(train.cluster_codes, train.treatment)
+    return np.concatenate([rng.choice(np.flatnonzero(strata == s), size=np.sum(strata == s), replace=True)
+                           for s in np.unique(strata)])
 
-    Arms are defined by the cluster's treated share (CRT: 0 or 1). For multisite trials, where
-    every cluster has both arms, all clusters form one stratum.
-    """
+
+def sample_of_clusters(train: TrialData, picked: np.ndarray) -> TrialData:
+    """The trial made of the clusters ``picked`` (codes, repeats allowed); each pick becomes a
+    distinct cluster labelled 0..len(picked)-1."""
     codes = train.cluster_codes
     J = codes.max() + 1
-    share = np.bincount(codes, weights=train.treatment, minlength=J) / np.bincount(codes, minlength=J)
-    strata = np.where(share >= 1, 1, np.where(share <= 0, 0, 2))
-    picked = np.concatenate([rng.choice(np.flatnonzero(strata == s), size=np.sum(strata == s), replace=True)
-                             for s in np.unique(strata)])
     # rows of each picked cluster, vectorised: sort rows by cluster, then gather slices
     order = np.argsort(codes, kind="stable")
     starts = np.searchsorted(codes[order], np.arange(J))
@@ -41,6 +50,11 @@ def resample_clusters(train: TrialData, rng: np.random.Generator) -> TrialData:
     return replace(train, frame=frame)
 
 
+def resample_clusters(train: TrialData, rng: np.random.Generator) -> TrialData:
+    """One cluster-bootstrap sample: clusters drawn with replacement within each arm."""
+    return sample_of_clusters(train, bootstrap_clusters(train, rng))
+
+
 def bootstrap_draws(fit_predict: Callable[[TrialData], np.ndarray], train: TrialData, B: int,
                     rng: np.random.Generator) -> np.ndarray:
     """(n_test, B) matrix of CATEs from ``fit_predict`` refitted on B cluster-bootstrap samples."""
@@ -49,37 +63,43 @@ def bootstrap_draws(fit_predict: Callable[[TrialData], np.ndarray], train: Trial
 
 
 def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-tailed quantiles of the draws (rows x replicates), per row."""
     a = (1 - level) / 2
     lo, hi = np.quantile(draws, [a, 1 - a], axis=1)
     return lo, hi
 
 
-def normal_interval(point: np.ndarray, draws: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """``point ± z * SD`` of the bootstrap draws (rows x replicates), per row.
+def normal_interval(point: np.ndarray, draws: np.ndarray, level: float = 0.95,
+                    student_t: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``point +- q * SD`` of the bootstrap draws (rows x replicates), per row; ``q`` is the normal
+    quantile, or the ``t_{B-1}`` quantile with ``student_t=True``.
 
     Used for the cluster-bootstrap intervals of MERF, MEGB, GPBoost and mermboost: with the small
     numbers of refits a CRT study can afford (B = 5-200) the normal interval is steadier than
     percentiles, and it is centred at the full-data estimate, so it always contains it (a
     percentile interval of a biased learner's refits need not).
     """
-    from scipy.stats import norm
+    from scipy.stats import norm, t
 
-    z = norm.ppf(0.5 + level / 2)
-    sd = np.std(draws, axis=1, ddof=1) if draws.shape[1] > 1 else np.full(draws.shape[0], np.nan)
-    return point - z * sd, point + z * sd
+    B = draws.shape[1]
+    q = t.ppf(0.5 + level / 2, B - 1) if (student_t and B > 1) else norm.ppf(0.5 + level / 2)
+    sd = np.std(draws, axis=1, ddof=1) if B > 1 else np.full(draws.shape[0], np.nan)
+    return point - q * sd, point + q * sd
 
 
 def bootstrap_result(point: np.ndarray, draws: np.ndarray | None, level: float = 0.95,
-                     info: dict | None = None):
-    """CateResult with normal cluster-bootstrap intervals for the rows and for the ATE."""
+                     info: dict | None = None, student_t: bool = False):
+    """CateResult with normal cluster-bootstrap intervals (``point +- q SD``) for the rows and for
+    the ATE; ``student_t`` selects the ``t_{B-1}`` quantile (see :func:`normal_interval`)."""
     from clusterhte.methods.base import CateResult
 
     info = dict(info or {})
     if draws is None or np.size(draws) == 0:
         return CateResult(point=point, info=info)
     draws = np.asarray(draws, dtype=float)
-    lo, hi = normal_interval(point, draws, level)
-    ate_lo, ate_hi = normal_interval(np.array([point.mean()]), draws.mean(axis=0)[None, :], level)
-    info.update(n_bootstrap=draws.shape[1], interval="cluster bootstrap (normal)",
+    lo, hi = normal_interval(point, draws, level, student_t)
+    ate_lo, ate_hi = normal_interval(np.array([point.mean()]), draws.mean(axis=0)[None, :], level, student_t)
+    info.update(n_bootstrap=draws.shape[1],
+                interval="cluster bootstrap (normal, t quantile)" if student_t else "cluster bootstrap (normal)",
                 ate_interval=(float(ate_lo[0]), float(ate_hi[0])))
     return CateResult(point=point, lower=lo, upper=hi, draws=draws, info=info)

@@ -6,79 +6,126 @@ cross-fitting folds and the intervals).
 
 Algorithm (as ``grf::causal_forest(X, Y, W, W.hat = 0.5, Y.hat = <estimated>)``):
 
-1. ``Y.hat``: cross-fitted regression-forest estimate of ``E[Y | X, V]``; folds are made of whole
-   clusters (``yhat_folds``), each held-out fold predicted by a forest fitted on the others.
+1. ``Y.hat``: cross-fitted regression-forest estimate of ``E[Y | X, V]``. The folds are made of
+   whole clusters, stratified by arm (:mod:`clusterhte.folds`); the fold count is ``yhat_folds``
+   capped at the number of clusters of the smaller arm, so every fold holds a treated and a
+   control cluster and none is empty (a 10-cluster trial with 5 per arm gets at most 5 folds).
+   Each held-out fold is predicted by a forest fitted on the other folds.
 2. Centre: ``W~ = A - 0.5`` (the propensity is known in a 1:1 CRT) and ``Y~ = Y - Y.hat``.
 3. Honest causal forest on ``(X, V)`` with ``econml.grf.CausalForest`` solving the local moment
    equation ``E[(Y~ - tau(x) W~ - beta(x)) (W~; 1) | x] = 0``; ``tau(x)`` is the CATE.
 
-Intervals. econml's forest cannot subsample *clusters*, so its own "little bags" variance treats
-individuals as independent and is too narrow in a CRT. Default: a **cluster half-sampling
-(delete-half jackknife) variance**. ``n_half_samples`` times, half of the treated and half of the
-control clusters are drawn without replacement, steps 1-3 are refitted on them and the CATEs
-``tau_s`` of the prediction rows are kept; with ``d`` the number of clusters left out of ``M``,
+Intervals: cluster half-sampling
+--------------------------------
+econml's forest cannot subsample *clusters*, so its own "little bags" variance treats individuals
+as independent and is too narrow in a CRT. Default: the **half-sample variance** over clusters,
+the scheme grf uses when it is given ``clusters`` (grf draws half of the clusters for each group
+of trees and estimates ``Var(tau_hat)`` by the variance of the half-sample estimates). Here
+``n_half_samples`` times a half of the treated and a half of the control clusters is drawn without
+replacement and step 3 is refitted on it (``half_sample_trees`` trees), giving ``tau_s(x)``. As
+in grf, a refit tree draws as many rows as a tree of the main forest (``max_samples`` of the trial
+is ``2 * max_samples`` of the half-sample), so main and refit forests average the same kernel.
 
-    Var(tau_hat) = (M - d) / d * mean_s (tau_s - mean(tau_s))^2      (= the half-sample variance)
+* Odd arms. For an arm of ``M`` clusters the half-sample keeps ``r`` and leaves out ``d = M - r``.
+  The variance of a half-sample mean of a cluster-level quantity is ``(d / r) S^2 / M`` against the
+  full-sample ``S^2 / M``, so it is unbiased only when ``r = d``. With ``M`` odd the kept count is
+  drawn as ``(M - 1)/2`` with probability ``(M - 1)/(2M)`` and ``(M + 1)/2`` otherwise, which makes
+  ``E[d / r] = 1`` in every arm: the half-sample variance stays an unbiased estimator of the
+  variance of the (linear part of the) full-data estimator whatever the parity of the arms, with
+  the factor 1 of grf's half-sampling. (A single factor ``(M - d)/d`` cannot be right when the two
+  arms have different parities.)
+* ``Y.hat`` is not refitted in a half-sample: the refits use the cross-fitted full-data ``Y.hat``
+  of their rows, as grf keeps ``Y.hat`` fixed in its variance. With the known propensity ``W~`` is
+  independent of ``X``, so an error in ``Y.hat`` moves ``tau_hat`` only at second order
+  (Neyman orthogonality); refitting it would add cost, not first-order variance.
+* Monte Carlo noise. A refit forest of ``T`` trees adds its own noise to ``tau_s``. Each refit is
+  split into two forests of ``T/2`` trees (``tau_s1``, ``tau_s2``); ``mean_s (tau_s1 - tau_s2)^2 / 4``
+  estimates that noise and is subtracted from the between-refit variance, with grf's
+  objective-Bayes correction keeping the result positive (econml applies the same to its little
+  bags). The width therefore does not depend on ``half_sample_trees`` beyond Monte Carlo error,
+  so the refit forests can be small; the main forest's own noise (``n_estimators`` trees) is added
+  back by the same estimate scaled by ``half_sample_trees / n_estimators``.
+* ``Var(tau_hat(x)) = [debiased Var_s tau_s(x)] + [main-forest noise]``; the interval is
+  ``tau_hat +- t_{B-1} * sqrt(Var)`` with ``B = n_half_samples`` (the variance is estimated from B
+  refits, hence the t quantile). The ATE interval (``info["ate_interval"]``) is the same for the
+  row averages of ``tau_s``.
 
-and the interval is ``tau_hat +- z * sqrt(Var)`` (Wald), the ATE interval likewise from the row
-averages of ``tau_s`` (``info["ate_interval"]``). Why not the cluster bootstrap: a bootstrap
-sample repeats clusters, so copies of one cluster land on both sides of the honest split and of
-the ``Y.hat`` cross-fitting folds, which breaks honesty and biases the refits (on a 10-cluster
-trial the full-data CATE fell outside the bootstrap percentile interval for 30% of rows).
-Half-samples contain every cluster at most once, keep the 1:1 allocation, and are the
-subsampling scheme grf itself uses (grf draws half-samples of clusters for its variance); the
-delete-``d`` jackknife with ``d`` proportional to ``M`` is consistent for non-smooth statistics
-(Shao & Wu 1989). Each half-sample forest has ``half_sample_trees`` trees; its Monte Carlo noise
-adds to the variance (conservative). ``n_half_samples=0`` returns econml's own (not
-cluster-robust) intervals instead; ``info["interval"]`` says which was used.
+Why not the cluster bootstrap: a bootstrap sample repeats clusters, so copies of one cluster land
+on both sides of the honest split, which biases the refits (on a 10-cluster trial the full-data
+CATE fell outside the bootstrap percentile interval for 30% of rows). ``n_half_samples=0``
+returns econml's own (not cluster-robust) intervals instead; ``info["interval"]`` says which was
+used.
 
 R original: ``grf::causal_forest(X, Y, W, W.hat = 0.5, clusters = cluster, num.trees = 2000,
 sample.fraction = 0.5, honesty = TRUE, min.node.size = 5)``. Differences: econml's splitting rule
 and balance constraint (``min_balancedness_tol = 0.45``) rather than grf's; no cluster
-subsampling inside the forest; ``Y.hat`` by K-fold cross-fitting over clusters with a
-scikit-learn random forest (grf uses out-of-bag predictions of its regression forest); intervals
-by refitting on cluster half-samples (grf: half-samples of clusters inside one forest).
+subsampling inside the forest (trees subsample rows); ``Y.hat`` by K-fold cross-fitting over
+clusters with a scikit-learn random forest (grf uses out-of-bag predictions of its regression
+forest); the point estimate is one forest on all clusters and the variance comes from separate
+half-sample forests (grf: one forest whose tree groups are grown on cluster half-samples).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import erfc
+from scipy.stats import t as student_t
 
 from clusterhte.data.trial import TrialData
+from clusterhte.folds import cluster_folds, cluster_strata, n_folds
 from clusterhte.methods.base import CateResult, Estimator, MethodError
 from clusterhte.methods.em_trees import check_crt, check_nonnegative_int, check_positive, seed_streams
 
-
-def cluster_folds(codes: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Fold label (0..k-1) per row; whole clusters in each fold, cluster counts balanced at random."""
-    J = codes.max() + 1
-    fold_of_cluster = np.empty(J, dtype=int)
-    fold_of_cluster[rng.permutation(J)] = np.arange(J) % k
-    return fold_of_cluster[codes]
+__all__ = ["CausalForest", "cluster_folds", "cluster_half_sample", "half_sample_sizes"]
 
 
-def cluster_half_sample(train: TrialData, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Row mask of a half-sample of clusters drawn without replacement within arm, and ``d``, the
-    number of clusters left out. Arms are the clusters' treated share (CRT: 0 or 1)."""
+def half_sample_sizes(M: int, rng: np.random.Generator) -> int:
+    """Clusters to keep from an arm of ``M``: ``M/2`` if even; if odd ``(M - 1)/2`` with probability
+    ``(M - 1)/(2M)``, else ``(M + 1)/2``, so that ``E[(M - r)/r] = 1`` (unbiased half-sample variance)."""
+    M = int(M)
+    if M < 2:
+        raise ValueError(f"a half-sample needs at least 2 clusters per arm, got {M}")
+    if M % 2 == 0:
+        return M // 2
+    return (M - 1) // 2 if rng.random() < (M - 1) / (2 * M) else (M + 1) // 2
+
+
+def cluster_half_sample(train: TrialData, rng: np.random.Generator) -> np.ndarray:
+    """Row mask of a half-sample of clusters: in each arm (cluster stratum of
+    :func:`clusterhte.folds.cluster_strata`) ``half_sample_sizes(M)`` of its ``M`` clusters, drawn
+    without replacement."""
     codes = train.cluster_codes
-    J = codes.max() + 1
-    arm = np.bincount(codes, weights=train.treatment, minlength=J) > 0
-    keep = np.zeros(J, dtype=bool)
-    for a in (False, True):
-        members = np.flatnonzero(arm == a)
-        keep[rng.choice(members, size=len(members) // 2, replace=False)] = True
-    return keep[codes], int(J - keep.sum())
+    strata = cluster_strata(codes, train.treatment)
+    keep = np.zeros(strata.size, dtype=bool)
+    for s in np.unique(strata):
+        members = np.flatnonzero(strata == s)
+        keep[rng.choice(members, size=half_sample_sizes(members.size, rng), replace=False)] = True
+    return keep[codes]
 
 
-class _CFFit:
-    """One fitted causal forest (steps 1-3)."""
+def _tau(alpha: np.ndarray, jac: np.ndarray) -> np.ndarray:
+    """First component of the local solution ``jac^-1 alpha`` (econml's point estimate)."""
+    return np.einsum("ijk,ik->ij", np.linalg.pinv(jac), alpha)[:, 0]
 
-    def __init__(self, forest, yhat: np.ndarray):
-        self.forest, self.yhat = forest, yhat
 
-    def cate(self, Xt: np.ndarray) -> np.ndarray:
-        return self.forest.predict(Xt).ravel()
+def _split_predict(forest, Xt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CATE of the whole forest and of its two halves of trees (first / second half)."""
+    T = len(forest.estimators_)
+    h = T // 2
+    a1, j1 = forest.predict_alpha_and_jac(Xt, slice=np.arange(h))
+    a2, j2 = forest.predict_alpha_and_jac(Xt, slice=np.arange(h, 2 * h))
+    return _tau((a1 + a2) / 2, (j1 + j2) / 2), _tau(a1, j1), _tau(a2, j2)
+
+
+def debiased_variance(between: np.ndarray, noise: np.ndarray, n_groups: int) -> np.ndarray:
+    """``between - noise`` made positive by grf's objective-Bayes correction (as econml's little
+    bags): with ``se = max(between, noise) sqrt(2 / n_groups)`` and ``z = (between - noise)/se``,
+    the variance is ``(between - noise) + se * phi(z) / Phi(z)``."""
+    naive = between - noise
+    se = np.maximum(between, noise) * np.sqrt(2.0 / n_groups)
+    z = naive / np.clip(se, 1e-300, np.inf)
+    ratio = np.exp(-z * z / 2) / np.sqrt(2 * np.pi) / np.clip(0.5 * erfc(-z / np.sqrt(2.0)), 1e-300, None)
+    return naive + se * ratio
 
 
 class CausalForest(Estimator):
@@ -92,12 +139,12 @@ class CausalForest(Estimator):
     n_estimators, min_samples_leaf, max_samples, honest : causal forest (grf ``num.trees``,
         ``min.node.size``, ``sample.fraction``, ``honesty``). ``n_estimators`` must be a multiple
         of 4 (econml's little bags) when ``n_half_samples = 0``.
-    yhat_trees, yhat_min_samples_leaf, yhat_folds : regression forest for ``Y.hat`` and the number
-        of cluster folds used to cross-fit it.
-    n_half_samples : cluster half-samples for the variance; 0 = econml's own intervals
+    yhat_trees, yhat_min_samples_leaf, yhat_folds : regression forest for ``Y.hat`` and the
+        largest number of cluster folds used to cross-fit it (capped at the clusters per arm).
+    n_half_samples : cluster half-samples for the variance (>= 2); 0 = econml's own intervals
         (individual-level, not cluster-robust).
-    half_sample_trees : trees of each half-sample forest (the refits are kept for ``predict``; a
-        2000-tree econml forest on 600 rows takes about 22 MB).
+    half_sample_trees : trees of each half-sample forest (even, >= 2). Its Monte Carlo noise is
+        estimated and removed, so it sets the cost, not the width.
     n_threads : threads for econml / scikit-learn.
     """
 
@@ -109,13 +156,13 @@ class CausalForest(Estimator):
 
     def __init__(self, n_estimators: int = 2000, min_samples_leaf: int = 5, max_samples: float = 0.5,
                  honest: bool = True, yhat_trees: int = 500, yhat_min_samples_leaf: int = 5,
-                 yhat_folds: int = 5, n_half_samples: int = 50, half_sample_trees: int = 500,
+                 yhat_folds: int = 5, n_half_samples: int = 50, half_sample_trees: int = 100,
                  n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
 
     # ------------------------------------------------------------------ checks
-    def _check(self, train: TrialData) -> None:
+    def _check(self, train: TrialData) -> np.ndarray:
         check_positive(self, n_estimators=self.n_estimators, half_sample_trees=self.half_sample_trees,
                        min_samples_leaf=self.min_samples_leaf, yhat_trees=self.yhat_trees,
                        yhat_min_samples_leaf=self.yhat_min_samples_leaf, n_threads=self.n_threads)
@@ -128,57 +175,65 @@ class CausalForest(Estimator):
         if self.n_half_samples == 0 and self.n_estimators % 4:
             raise MethodError(f"method 'cf': hyperparameter 'n_estimators' must be a multiple of 4 "
                               f"when n_half_samples = 0 (econml's little-bags intervals), got {self.n_estimators!r}")
-        J = train.cluster_codes.max() + 1
-        smallest = J if self.n_half_samples == 0 else J // 2
-        if not 2 <= self.yhat_folds <= smallest:
-            raise MethodError(f"method 'cf': hyperparameter 'yhat_folds' must be between 2 and {smallest} "
-                              f"(the clusters of a {'trial' if self.n_half_samples == 0 else 'half-sample'}), "
-                              f"got {self.yhat_folds!r}")
-        if self.n_half_samples and J < 8:
-            raise MethodError(f"method 'cf': half-sampling needs at least 8 clusters (4 per arm), "
-                              f"{train.name} has {J}; set n_half_samples = 0")
+        if self.n_half_samples and (self.half_sample_trees < 2 or self.half_sample_trees % 2):
+            raise MethodError(f"method 'cf': hyperparameter 'half_sample_trees' must be even and >= 2 "
+                              f"(each refit is split in two to measure its Monte Carlo noise), "
+                              f"got {self.half_sample_trees!r}")
+        if self.yhat_folds < 2:
+            raise MethodError(f"method 'cf': hyperparameter 'yhat_folds' must be >= 2, got {self.yhat_folds!r}")
         if not train.covariates:
             raise MethodError("method 'cf': the trial has no covariates to split on")
+        strata = cluster_strata(train.cluster_codes, train.treatment)
+        per_arm = np.bincount(strata, minlength=2)[:2]
+        if per_arm.min() < 2:
+            raise MethodError(f"method 'cf': {train.name} has {per_arm[1]} treated and {per_arm[0]} control "
+                              f"cluster(s); cross-fitting by cluster needs at least 2 per arm")
+        return strata
 
     # ------------------------------------------------------------------ steps 1-3
-    def _yhat(self, X: np.ndarray, y: np.ndarray, codes: np.ndarray, seed: int) -> np.ndarray:
+    def _yhat(self, X: np.ndarray, y: np.ndarray, codes: np.ndarray, seed: int,
+              strata: np.ndarray | None = None) -> np.ndarray:
+        """Cross-fitted ``Y.hat`` over arm-stratified cluster folds (fold count capped at the
+        clusters per arm)."""
         from sklearn.ensemble import RandomForestRegressor
 
-        folds = cluster_folds(codes, int(self.yhat_folds), np.random.default_rng(seed))
+        J = int(codes.max()) + 1
+        k = n_folds(J, int(self.yhat_folds), strata)
+        folds = cluster_folds(codes, k, np.random.default_rng(seed), strata)
         yhat = np.empty_like(y)
-        for k in range(int(self.yhat_folds)):
-            held = folds == k
+        for f in range(k):
+            held = folds == f
             rf = RandomForestRegressor(n_estimators=int(self.yhat_trees),
                                        min_samples_leaf=int(self.yhat_min_samples_leaf),
                                        n_jobs=int(self.n_threads), random_state=seed)
             yhat[held] = rf.fit(X[~held], y[~held]).predict(X[held])
         return yhat
 
-    def _fit_one(self, train: TrialData, seed: int, inference: bool = False,
-                 n_trees: int | None = None) -> _CFFit:
+    def _forest(self, X, A, ytilde, seed: int, n_trees: int, inference: bool = False,
+                max_samples: float | None = None):
         from econml.grf import CausalForest as _EconCF
 
-        X, y = train.X(), train.outcome
-        yhat = self._yhat(X, y, train.cluster_codes, seed)
-        forest = _EconCF(n_estimators=int(n_trees or self.n_estimators), min_samples_leaf=int(self.min_samples_leaf),
-                         max_samples=float(self.max_samples), honest=bool(self.honest),
+        forest = _EconCF(n_estimators=int(n_trees), min_samples_leaf=int(self.min_samples_leaf),
+                         max_samples=float(max_samples or self.max_samples), honest=bool(self.honest),
                          inference=inference, n_jobs=int(self.n_threads), random_state=seed)
-        forest.fit(X, train.treatment - 0.5, y - yhat)
-        return _CFFit(forest, yhat)
+        return forest.fit(X, A - 0.5, ytilde)
 
     # ------------------------------------------------------------------ interface
     def _fit(self, train: TrialData) -> None:
         check_crt(self, train)
-        self._check(train)
+        strata = self._check(train)
         seed, rng, seeds = seed_streams(self.random_state)
         self.covariates_ = train.covariates
-        self.fit_ = self._fit_one(train, seed, inference=int(self.n_half_samples) == 0)
+        X, y, A = train.X(), train.outcome, train.treatment
+        self.yhat_ = self._yhat(X, y, train.cluster_codes, seed, strata)
+        ytilde = y - self.yhat_
+        self.forest_ = self._forest(X, A, ytilde, seed, int(self.n_estimators),
+                                    inference=int(self.n_half_samples) == 0)
         self.half_ = []
         for _ in range(int(self.n_half_samples)):
-            rows, d = cluster_half_sample(train, rng)
-            self.half_.append(self._fit_one(train.subset(rows), int(seeds.integers(2 ** 31 - 1)),
-                                            n_trees=int(self.half_sample_trees)))
-        self.jackknife_factor_ = (train.cluster_codes.max() + 1 - d) / d if self.half_ else np.nan
+            rows = cluster_half_sample(train, rng)
+            self.half_.append(self._forest(X[rows], A[rows], ytilde[rows], int(seeds.integers(2 ** 31 - 1)),
+                                           int(self.half_sample_trees), max_samples=2 * float(self.max_samples)))
 
     def _predict(self, test: TrialData) -> CateResult:
         missing = [c for c in self.covariates_ if c not in test.frame.columns]
@@ -186,15 +241,24 @@ class CausalForest(Estimator):
             raise MethodError(f"method 'cf': prediction table lacks covariate(s) {missing}")
         Xt = test.X(self.covariates_)
         if not self.half_:
-            point, lo, hi = self.fit_.forest.predict(Xt, interval=True, alpha=0.05)
+            point, lo, hi = self.forest_.predict(Xt, interval=True, alpha=0.05)
             return CateResult(point=point.ravel(), lower=lo.ravel(), upper=hi.ravel(),
                               info={"interval": "econml little bags (not cluster-robust)"})
-        point = self.fit_.cate(Xt)
-        T = np.column_stack([f.cate(Xt) for f in self.half_])
-        z = norm.ppf(0.975)
-        se = np.sqrt(self.jackknife_factor_ * T.var(axis=1))
-        ate_se = np.sqrt(self.jackknife_factor_ * T.mean(axis=0).var())
+        point = self.forest_.predict(Xt).ravel()
+        B = len(self.half_)
+        parts = [_split_predict(f, Xt) for f in self.half_]
+        T = np.column_stack([p[0] for p in parts])                  # (rows, B)
+        D = np.column_stack([p[1] - p[2] for p in parts])           # half-forest differences
+        scale = float(self.half_sample_trees) / float(self.n_estimators)
+
+        def variance(T, D):
+            noise = np.mean(D * D, axis=-1) / 4
+            return debiased_variance(T.var(axis=-1, ddof=1), noise, B) + scale * noise
+
+        q = float(student_t.ppf(0.975, B - 1))
+        se = np.sqrt(variance(T, D))
         ate = float(point.mean())
-        info = {"interval": f"cluster half-sampling, {T.shape[1]} half-samples",
-                "ate_interval": (ate - z * ate_se, ate + z * ate_se), "se": se}
-        return CateResult(point=point, lower=point - z * se, upper=point + z * se, info=info)
+        ate_se = float(np.sqrt(variance(T.mean(axis=0), D.mean(axis=0))))
+        info = {"interval": f"cluster half-sampling, {B} half-samples, t({B - 1}) quantile",
+                "ate_interval": (ate - q * ate_se, ate + q * ate_se), "se": se}
+        return CateResult(point=point, lower=point - q * se, upper=point + q * se, info=info)
