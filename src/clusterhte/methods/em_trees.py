@@ -23,13 +23,43 @@ With a linear-regression learner the fixed point of these updates is the maximum
 random-intercept fit (Laird, Lange & Stram 1987); ``tests/test_em_trees.py`` checks it against
 statsmodels ``MixedLM(reml=False)``.
 
-**Absorption correction** (spec §3.9, §6.1). Treatment ``A`` and the cluster covariates ``V`` are
-constant within cluster, so the random intercept can absorb their effects (the learner then sees
-a target ``y*`` with the treatment effect removed and the CATE shrinks toward 0). With
-``project_cluster_constant=True`` the BLUPs are replaced by ``b~ = (I - P) b`` where ``P`` is the
-cluster-level projection on ``[1, every column of F that is constant within every cluster]`` (this
-always includes ``A`` and ``V``), as mermboost does. ``b~`` is used in step 1, in the residual
-``eps`` and in the updates 4-6. The shrinkage factor in step 3 is the usual one.
+**Absorption.** Treatment ``A`` and the cluster covariates ``V`` are constant within cluster, so
+a random intercept can absorb their effects. With ``project_cluster_constant=True`` the BLUPs are
+replaced by ``b~ = (I - P) b`` where ``P`` is the cluster-level projection on
+``[1, C, A, A x C]`` (``C`` = every feature constant within every cluster, so ``V``;
+:func:`cluster_projector`), as mermboost does, now including the ``A x V`` columns.
+
+**The default form, ``learner_form="r"``** (:func:`r_learner`): an R-learner on top of the EM.
+
+1. Outcome stage: the EM above for ``y = m(X, V) + b_i + e`` with the learner (forest / boosting)
+   on ``[X, V]`` *without* the treatment, cross-fitted by whole clusters
+   (:class:`CrossFitted`, folds from :mod:`clusterhte.folds` via :func:`crossfit_folds`), and the
+   BLUPs projected off ``[1, C, A, A x C]``. ``outcome_passes`` learner passes (each refits the
+   learner on ``y - b~``); the variance components are iterated to convergence with the learner's
+   predictions held fixed.
+2. Effect stage: Nie & Wager's R-loss with the propensity known by design. With
+   ``r = y - m - b~`` (minus a rank-safe linear correction of the covariates' main effects,
+   :func:`linear_main_effects`) and ``e`` the treated share, the effect model is a regression of
+   ``r / (a - e)`` on ``[X, V]`` with weights ``(a - e)^2``: a forest with
+   ``effect_min_samples_leaf`` (MERF) or boosting with cluster-CV early stopping (MEGB).
+3. Calibration: the effect model is shrunk toward the ATE by the James-Stein-shrunk slope of its
+   out-of-fold predictions (:func:`calibrated_effect`), so under no heterogeneity the CATEs
+   collapse to the ATE.
+
+Why: the two forms of the R originals fail the CRT battery
+(``python -m clusterhte.evaluate.battery --methods merf,megb``, 3 replicates, quick settings):
+the per-arm form (``"t"``) invents heterogeneity (null effect: CATE SD 0.42 for MERF and MEGB,
+truth 0; the per-arm boosters also soak up the cluster intercepts through cluster covariates,
+estimated ``s_b^2`` 0.002 against 0.11), and the single model (``"s"``, the R original)
+lets the random intercept swallow a cluster-level effect (a ``tau = 0.5 + 0.8 V1`` trial gave a
+CATE SD of 0.08 against 0.84) and shrinks the effect because a forest rarely splits on a binary
+``A``. In the R-learner the treatment never enters the outcome learner, the held-out clusters'
+outcome predictions cannot see their own treatment or intercept, and every tree of the effect
+model is a treatment interaction.
+
+Intervals: normal intervals (point ± 1.96 SD) of ``n_bootstrap`` cluster-bootstrap refits
+(clusters resampled within arm); each refit repeats every data-driven step (folds, the EM, the
+MEGB round count, the calibration slope).
 """
 
 from __future__ import annotations
@@ -432,9 +462,11 @@ class _EMTrees(Estimator):
         raise NotImplementedError
 
     def _check(self) -> None:
-        check_nonnegative_int(self, max_iter=self.max_iter, n_bootstrap=self.n_bootstrap, cv_folds=self.cv_folds)
-        if self.max_iter < 1:
-            raise MethodError(f"method '{self.name}': hyperparameter 'max_iter' must be >= 1, got {self.max_iter!r}")
+        check_nonnegative_int(self, max_iter=self.max_iter, n_bootstrap=self.n_bootstrap, cv_folds=self.cv_folds,
+                              outcome_passes=self.outcome_passes)
+        for k in ("max_iter", "outcome_passes"):
+            if getattr(self, k) < 1:
+                raise MethodError(f"method '{self.name}': hyperparameter '{k}' must be >= 1, got {getattr(self, k)!r}")
         if self.cv_folds < 2:
             raise MethodError(f"method '{self.name}': hyperparameter 'cv_folds' must be >= 2, got {self.cv_folds!r}")
         if self.tol is None or not np.isfinite(self.tol) or self.tol < 0:
@@ -449,7 +481,7 @@ class _EMTrees(Estimator):
         if self.learner_form == "r":
             folds = crossfit_folds(train, int(self.cv_folds), np.random.default_rng(seed))
             return r_learner(train.X(), train.outcome, train.treatment, codes, folds, self._learner,
-                             self._fit_effect, seed, passes=int(self.max_iter))
+                             self._fit_effect, seed, passes=int(self.outcome_passes))
         F = features(train)
         Q = cluster_projector(F, codes, treatment=train.treatment) if self.project_cluster_constant else None
         s2 = float(np.var(train.outcome))
@@ -492,28 +524,27 @@ class _EMTrees(Estimator):
 
 
 class MERF(_EMTrees):
-    """MERF: mixed-effects random forest S-learner (paper label "MERF").
+    """MERF: mixed-effects random forest (paper label "MERF").
 
     Estimand: ``tau(x, v) = E[Y(1) - Y(0) | X = x, V = v]`` in a CRT, random intercept set to 0.
 
     R original: ``LongituRF::MERF`` (Capitaine et al. 2021; Hajjem et al. 2014) with a random
-    intercept (``Z = 1``), ``ntree`` trees; also the Python ``merf`` package (spec §3.6).
+    intercept (``Z = 1``), ``ntree`` trees, an S-learner on ``[X, V, A]``; also the Python ``merf``
+    package (spec §3.6). Learner: scikit-learn ``RandomForestRegressor(n_estimators,
+    min_samples_leaf, max_features)``.
 
-    Learner: scikit-learn ``RandomForestRegressor(n_estimators, min_samples_leaf, max_features)``
-    on ``[X, V, A]``. Differences from the R original:
-
-    * ``project_cluster_constant=True`` (default) removes from the random intercepts their
-      projection on the cluster-constant columns (mermboost's correction; module docstring);
-      ``False`` is the original MERF, whose CATE is shrunk toward 0 in a CRT.
-    * ``learner_form="t"`` (default) fits one forest per arm on ``[X, V]`` (spec section 3.8 allows
-      a T-learner). The S-learner of the R original (``"s"``: one forest on ``[X, V, A]``) shrinks
-      the effect even with the correction, because a forest splits on a binary ``A`` in few
-      trees: on the ``crt_constant`` test trial (true effect 1.0, LMM estimate 1.00) its mean
-      CATE was 0.38 against 1.0 for the T-learner.
-    * The EM starts at ``s_b^2 = s_e^2 = var(y)/2`` instead of ``1``; ``tol`` is LongituRF's
-      ``delta``; ``max_features=1.0`` (bagging) whereas ``randomForest`` uses ``mtry = p/3``.
-    * Intervals: normal intervals (point ± 1.96 SD) of ``n_bootstrap`` cluster-bootstrap refits (clusters
-      resampled within arm, :mod:`clusterhte.methods.bootstrap`); ``0`` gives NaN intervals.
+    * ``learner_form="r"`` (default): R-learner on the cross-fitted EM fit (module docstring);
+      the effect forest has leaves of at least ``effect_min_samples_leaf`` rows and is calibrated.
+    * ``learner_form="s", project_cluster_constant=False`` is the R original. Measured weakness:
+      the random intercept swallows cluster-level effects and the forest rarely splits on ``A``
+      (``crt_constant`` fixture, true effect 1.0: mean CATE 0.38 even with the projection).
+    * ``learner_form="t"``: one forest per arm (spec §3.8); invents heterogeneity (null-effect
+      CATE SD 0.42, truth 0) because the arm difference of two noisy forests is noise.
+    * ``max_iter``/``tol``: EM iterations of the s/t forms (``tol`` is LongituRF's ``delta``);
+      the r form uses ``outcome_passes`` learner passes. The EM starts at
+      ``s_b^2 = s_e^2 = var(y)/2`` instead of 1; ``max_features=1.0`` (bagging) whereas
+      ``randomForest`` uses ``mtry = p/3``.
+    * Intervals: cluster bootstrap (module docstring); ``n_bootstrap=0`` gives NaN intervals.
     """
 
     name = "merf"
@@ -522,8 +553,8 @@ class MERF(_EMTrees):
 
     def __init__(self, n_estimators: int = 300, min_samples_leaf: int = 5, max_features: float = 1.0,
                  max_iter: int = 20, tol: float = 1e-3, project_cluster_constant: bool = True,
-                 learner_form: str = "r", cv_folds: int = 5, effect_min_samples_leaf: int = 40,
-                 n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
+                 learner_form: str = "r", cv_folds: int = 5, outcome_passes: int = 1,
+                 effect_min_samples_leaf: int = 40, n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
 
@@ -576,26 +607,30 @@ class _LGBMRegressor:
 
 
 class MEGB(_EMTrees):
-    """MEGB: mixed-effects gradient boosting S-learner (paper label "MEGB").
+    """MEGB: mixed-effects gradient boosting (paper label "MEGB").
 
     Estimand: ``tau(x, v) = E[Y(1) - Y(0) | X = x, V = v]`` in a CRT, random intercept set to 0.
 
     R original: CRAN ``MEGB`` (Olaniran & Olaniran): MERF's EM with ``gbm`` inside,
     ``MEGB(X, Y, id, Z, iter = 100, ntree = 500, shrinkage = 0.05, interaction.depth = 1,
-    n.minobsinnode = 5, delta = 0.001)``.
+    n.minobsinnode = 5, delta = 0.001)``, an S-learner on ``[X, V, A]``.
 
     Learner: LightGBM (``lightgbm.train``, L2 loss, ``n_estimators`` rounds, ``learning_rate``,
     ``max_depth`` with ``num_leaves = 2**max_depth``, ``min_data_in_leaf = min_samples_leaf``,
-    row subsampling ``subsample`` per round). Differences from the R original:
+    row subsampling ``subsample`` per round; histogram splits rather than gbm's exact ones).
 
-    * ``max_depth = 3`` instead of ``interaction.depth = 1``: with stumps an S-learner is additive
-      in A and the CATE is forced constant (spec §3.8, §6.4).
-    * ``subsample = 0.5`` follows gbm's default ``bag.fraction``; LightGBM grows trees on
-      histogram bins (255) rather than exact splits.
-    * ``project_cluster_constant=True`` (default): mermboost's correction of the random intercepts
-      (module docstring); ``False`` is the original EM.
-    * The EM starts at ``s_b^2 = s_e^2 = var(y)/2``.
-    * Intervals: normal intervals (point ± 1.96 SD) of ``n_bootstrap`` cluster-bootstrap refits; ``0`` gives NaN.
+    * ``learner_form="r"`` (default): R-learner on the cross-fitted EM fit (module docstring);
+      the outcome boosters run ``n_estimators`` rounds, the effect booster's rounds are chosen by
+      cluster cross-validation with ``early_stopping_rounds`` (up to ``n_estimators``), then it is
+      calibrated.
+    * ``learner_form="s", project_cluster_constant=False`` is the R original (with
+      ``max_depth >= 2``: with gbm's stumps an S-learner is additive in A, the CATE constant).
+      Measured weakness: the random intercept takes the treatment effect (spec §6.4).
+    * ``learner_form="t"``: one booster per arm, 500 rounds without early stopping: invents
+      heterogeneity (null-effect CATE SD 0.42) and soaks up the cluster intercepts
+      (``s_b^2`` ~0.002 against a true 0.11); pointwise coverage 0.79-0.85.
+    * ``subsample = 0.5`` follows gbm's ``bag.fraction``; the EM starts at ``s_b^2 = s_e^2 = var(y)/2``.
+    * Intervals: cluster bootstrap (module docstring); ``n_bootstrap=0`` gives NaN intervals.
     """
 
     name = "megb"
@@ -605,7 +640,7 @@ class MEGB(_EMTrees):
     def __init__(self, n_estimators: int = 500, learning_rate: float = 0.05, max_depth: int = 3,
                  min_samples_leaf: int = 5, subsample: float = 0.5, max_iter: int = 100,
                  tol: float = 1e-3, project_cluster_constant: bool = True, learner_form: str = "r",
-                 cv_folds: int = 5, early_stopping_rounds: int = 20,
+                 cv_folds: int = 5, outcome_passes: int = 1, early_stopping_rounds: int = 20,
                  n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
@@ -614,7 +649,7 @@ class MEGB(_EMTrees):
         super()._check()
         check_positive(self, n_estimators=self.n_estimators, learning_rate=self.learning_rate,
                        min_samples_leaf=self.min_samples_leaf, subsample=self.subsample,
-                       n_threads=self.n_threads)
+                       n_threads=self.n_threads, early_stopping_rounds=self.early_stopping_rounds)
         if isinstance(self.max_depth, bool) or not float(self.max_depth).is_integer() or self.max_depth < 2:
             raise MethodError(
                 f"method '{self.name}': hyperparameter 'max_depth' must be an integer >= 2 (depth 1 "
