@@ -563,6 +563,7 @@ class MERF(_EMTrees):
         check_positive(self, n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
                        max_features=self.max_features, n_threads=self.n_threads,
                        effect_min_samples_leaf=self.effect_min_samples_leaf)
+        check_nonnegative_int(self, effect_min_samples_leaf=self.effect_min_samples_leaf)
 
     def _forest(self, seed: int, min_samples_leaf: int):
         from sklearn.ensemble import RandomForestRegressor
