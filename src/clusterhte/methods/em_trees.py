@@ -383,8 +383,18 @@ def r_learner(G: np.ndarray, y: np.ndarray, a: np.ndarray, codes: np.ndarray, fo
        by randomization), ``tau`` minimises ``sum_ij (r_ij - (a_ij - e) tau(x_ij))^2``, i.e. a
        weighted regression of the pseudo-outcome ``r / (a - e)`` with weights ``(a - e)^2``.
        Because ``A`` is randomized, ``E[(a - e) (m - m_hat) | X, V] = 0``: an imperfect ``m`` adds
-       noise, not bias. ``fit_effect(G, z, w, folds, seed)`` fits the model and returns it with
-       ``predict`` and a diagnostics dict.
+       noise, not bias. Before dividing, :func:`linear_main_effects` removes what ``m`` left of
+       the covariates' linear main effects (fitted jointly with the ``(a - e) x [1, G]`` terms).
+       ``fit_effect(G, z, w, folds, seed, codes, z_test)`` fits the effect model to ``z`` and
+       returns it (with ``predict``) and a diagnostics dict; ``z_test`` is the same pseudo-outcome
+       without the BLUPs subtracted, for the calibration (:func:`calibrated_effect`): the projected
+       BLUPs remove the cluster-level noise in every direction *except* ``[1, C, A, A x C]``, so
+       residuals with them would understate the cluster-level noise of a ``V``-driven effect and
+       make the calibration's cluster-robust ``t`` too large.
+
+    ``passes``: learner passes of the outcome stage (each refits the cross-fitted learner on
+    ``y - b~``); within a pass the EM iterates the variance components to ``tol`` (at most
+    ``max_iter`` iterations) with the learner's predictions fixed.
     """
     y, a = np.asarray(y, float), np.asarray(a, float)
     Q = cluster_projector(G, codes, treatment=a)
