@@ -13,9 +13,11 @@ GPBoost (Sigrist 2022) boosts trees on the gradient of the marginal likelihood o
    cross-fitted by whole clusters (folds from :mod:`clusterhte.folds`, stratified by arm; in a
    cluster-bootstrap refit copies of a cluster stay together and the fold count adapts to the
    number of distinct clusters, so a 10-cluster trial never yields an empty or one-arm fold). The
-   number of rounds is chosen by ``gpboost.cv`` on the same folds (early stopping); each held-out
-   fold is then predicted by a booster trained on the other folds, random part ignored. Nothing
-   is fitted before the folds are made, so no held-out cluster informs its own prediction.
+   number of rounds is chosen by ``gpboost.cv`` on the same folds (early stopping), and each
+   held-out fold is predicted by that CV's booster trained on the other folds, at the chosen
+   round count, random part ignored. Nothing is fitted before the folds are made; a held-out
+   cluster enters its own prediction only through the one number of rounds chosen over all folds
+   (the usual tuning of a nuisance model).
 2. *Random intercept and residual.* With the out-of-fold predictions ``m`` held fixed, the EM of
    :mod:`clusterhte.methods.em_trees` estimates ``s_b^2, s_e^2`` and the BLUPs, projected off the
    cluster-level span of ``[1, V, A, A x V]`` so the intercept cannot take the treatment effect or
@@ -24,8 +26,9 @@ GPBoost (Sigrist 2022) boosts trees on the gradient of the marginal likelihood o
    pseudo-outcome ``r / (a - e)`` with weights ``(a - e)^2`` on ``[X, V]``: every tree of this
    model is a treatment interaction, so the CATE can vary wherever the data say it does. The
    rounds are chosen by cluster cross-validation with early stopping, and the model is shrunk
-   toward the ATE by its out-of-fold calibration slope
-   (:func:`~clusterhte.methods.em_trees.calibrated_effect`).
+   toward the ATE by the calibration slope of that CV's out-of-fold predictions
+   (:func:`~clusterhte.methods.em_trees.calibrated_effect`; held-out folds enter only through
+   the round count).
 
 There is no linear offset any more: the previous version fitted an LMM on ``[1, V, A]`` before the
 CV folds (leakage into the choice of rounds), had no ``A x V`` term (so the CATE stayed almost
@@ -52,7 +55,7 @@ import numpy as np
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.em_trees import (CrossFitted, RFit, bootstrap_fits, calibrated_effect, check_crt,
+from clusterhte.methods.em_trees import (RFit, bootstrap_fits, calibrated_effect, check_crt,
                                          check_nonnegative_int, check_positive, crossfit_folds, features,
                                          r_learner, result_with_bootstrap, seed_streams)
 
@@ -150,28 +153,32 @@ class GPBoost(Estimator):
                 "num_threads": int(self.n_threads), "deterministic": True, "seed": int(seed % (2 ** 31 - 1)),
                 "verbose": -1}
 
-    def _cv_rounds(self, F, y, folds, seed, groups=None, weight=None) -> int:
-        """Rounds chosen by cross-validation over the cluster folds (early stopping)."""
+    def _cv_rounds(self, F, y, folds, seed, groups=None, weight=None, oof: bool = False):
+        """Rounds chosen by cross-validation over the cluster folds (early stopping); with
+        ``oof=True`` also the out-of-fold predictions of the CV's boosters at that round count
+        (each fold predicted by the booster trained on the other folds, random part ignored)."""
         import gpboost as gpb
 
         gp = gpb.GPModel(group_data=groups, likelihood="gaussian") if groups is not None else None
         cv = gpb.cv(self._params(seed), gpb.Dataset(F, y, weight=weight), gp_model=gp,
                     num_boost_round=int(self.max_rounds), early_stopping_rounds=int(self.early_stopping_rounds),
                     folds=_fold_pairs(folds), use_gp_model_for_validation=groups is not None,
-                    verbose_eval=False, seed=int(seed % (2 ** 31 - 1)))
-        rounds = len(next(iter(cv.values())))
+                    verbose_eval=False, seed=int(seed % (2 ** 31 - 1)), return_cvbooster=oof)
+        boosters = cv.pop("cvbooster", None)
+        rounds = len(next(iter(cv.values()))) if cv else 0
         if rounds < 1:
             raise MethodError("method 'gpboost': cross-validation of the number of rounds failed")
-        return rounds
+        if not oof:
+            return rounds
+        pred = np.empty(len(y))
+        for k, (_, te) in enumerate(_fold_pairs(folds)):
+            pred[te] = np.asarray(boosters.boosters[k].predict(data=F[te], ignore_gp_model=True,
+                                                                num_iteration=rounds), float).ravel()
+        return rounds, pred
 
     def _fit_effect(self, G, z, w, folds, seed, codes, z_test):
-        rounds = self._cv_rounds(G, z, folds, seed, weight=w)
-
-        def make(k):
-            return _Booster(self._params(k), rounds)
-
-        booster = make(seed).fit(G, z, sample_weight=w)
-        oof = CrossFitted(make, folds, seed + 1, sample_weight=w).fit(G, z).oof_
+        rounds, oof = self._cv_rounds(G, z, folds, seed, weight=w, oof=True)
+        booster = _Booster(self._params(seed), rounds).fit(G, z, sample_weight=w)
         cal = calibrated_effect(booster, booster.predict(G), oof, z_test, w, codes)
         return cal, {"effect_rounds": rounds, "effect_slope": cal.slope, "effect_t": cal.t}
 
@@ -183,12 +190,7 @@ class GPBoost(Estimator):
             rounds = self._cv_rounds(F, train.outcome, folds, seed, groups=codes)
             return _SFit(_Booster(self._params(seed), rounds, codes).fit(F, train.outcome), rounds)
         G, y = train.X(), train.outcome
-        rounds = self._cv_rounds(G, y, folds, seed, groups=codes)
-        m = np.empty(len(y))
-        for k in range(int(folds.max()) + 1):
-            te = folds == k
-            mk = _Booster(self._params(seed + k), rounds, codes).fit(G[~te], y[~te], rows=~te)
-            m[te] = mk.predict(G[te])
+        rounds, m = self._cv_rounds(G, y, folds, seed, groups=codes, oof=True)
         fit = r_learner(G, y, train.treatment, codes, folds, m, self._fit_effect, seed)
         fit.info["outcome_rounds"] = rounds
         return fit
