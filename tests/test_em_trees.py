@@ -94,15 +94,17 @@ def test_projection_removes_cluster_constant_directions(crt_constant):
 
 
 def test_linear_main_effects_known_answer():
-    """r = [1, G] gamma + ac * [1, G] delta exactly: the main-effect part is returned, the treatment
-    part left; an aliased (duplicated) column does not change it."""
+    """The least-squares fitted values on [1, G]: exact for a linear r, orthogonal residual, and
+    unchanged by an aliased (duplicated) column."""
     rng = np.random.default_rng(3)
     G = rng.normal(size=(200, 3))
-    ac = rng.binomial(1, 0.5, 200) - 0.5
     main = 0.4 + G @ np.array([1.0, -2.0, 0.5])
-    r = main + ac * (1.0 + 0.8 * G[:, 0])
-    np.testing.assert_allclose(linear_main_effects(G, ac, r), main, atol=1e-10)
-    np.testing.assert_allclose(linear_main_effects(np.column_stack([G, G[:, 1]]), ac, r), main, atol=1e-10)
+    np.testing.assert_allclose(linear_main_effects(G, main), main, atol=1e-10)
+    r = main + rng.normal(size=200)
+    fit = linear_main_effects(G, r)
+    D = np.column_stack([np.ones(200), G])
+    np.testing.assert_allclose(D.T @ (r - fit), 0, atol=1e-9)
+    np.testing.assert_allclose(linear_main_effects(np.column_stack([G, G[:, 1]]), r), fit, atol=1e-10)
 
 
 def test_calibration_slope_known_answers():

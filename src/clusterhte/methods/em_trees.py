@@ -344,24 +344,20 @@ def calibrated_effect(model, fitted: np.ndarray, oof: np.ndarray, z: np.ndarray,
     return Calibrated(model=model, ate=c, slope=slope, center=float(cw @ fitted), t=float(t))
 
 
-def linear_main_effects(G: np.ndarray, ac: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """The ``[1, G] gamma`` part of the least-squares fit of ``r`` on ``[1, G, ac, ac * G]``.
+def linear_main_effects(G: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Least-squares fitted values of ``r`` on ``[1, G]``: a linear correction of the outcome model.
 
-    A linear correction of the outcome model: what the learner's out-of-fold predictions left of
-    the covariates' main effects (a forest learns the trend of a cluster covariate from some 30
-    clusters poorly) is removed, while the centred-treatment terms ``ac * [1, G]`` in the same fit
-    keep the treatment effect and its linear modifiers out of the correction. In a finite trial a
-    chance imbalance of ``G`` between arms would otherwise turn that residual trend into spurious
-    heterogeneity of the pseudo-outcome. Aliased columns are handled by the least-squares rank
-    (``numpy.linalg.lstsq``), so they are dropped without changing the fit.
+    The outcome learner estimates the marginal mean ``E[Y | X, V]`` (no treatment); a forest learns
+    the trend of a cluster covariate from some 30 clusters poorly, and in a finite trial a chance
+    imbalance of that covariate between arms turns the leftover trend into spurious heterogeneity
+    of the pseudo-outcome. Adding the linear fit of the residual on the covariates to the outcome
+    model is still an estimate of the marginal mean (the treatment is not used), so the R-learner
+    stays unbiased. Fitted values of least squares are unique even when columns are aliased
+    (``numpy.linalg.lstsq``), so aliased columns are dropped without changing the fit.
     """
     D = np.column_stack([np.ones(len(r)), G])
-    sd = D.std(axis=0)
-    keep = np.r_[True, sd[1:] > 0]
-    D = D[:, keep] / np.where(sd[keep] > 0, sd[keep], 1.0)
-    X = np.column_stack([D, ac[:, None] * D])
-    coef = np.linalg.lstsq(X, r, rcond=None)[0]
-    return D @ coef[: D.shape[1]]
+    coef = np.linalg.lstsq(D, r, rcond=None)[0]
+    return D @ coef
 
 
 def r_learner(G: np.ndarray, y: np.ndarray, a: np.ndarray, codes: np.ndarray, folds: np.ndarray,
@@ -384,7 +380,7 @@ def r_learner(G: np.ndarray, y: np.ndarray, a: np.ndarray, codes: np.ndarray, fo
        weighted regression of the pseudo-outcome ``r / (a - e)`` with weights ``(a - e)^2``.
        Because ``A`` is randomized, ``E[(a - e) (m - m_hat) | X, V] = 0``: an imperfect ``m`` adds
        noise, not bias. Before dividing, :func:`linear_main_effects` removes what ``m`` left of
-       the covariates' linear main effects (fitted jointly with the ``(a - e) x [1, G]`` terms).
+       the covariates' linear trend (a least-squares fit of the residual on ``[1, G]``).
        ``fit_effect(G, z, w, folds, seed, codes, z_test)`` fits the effect model to ``z`` and
        returns it (with ``predict``) and a diagnostics dict; ``z_test`` is the same pseudo-outcome
        without the BLUPs subtracted, for the calibration (:func:`calibrated_effect`): the projected
@@ -412,9 +408,9 @@ def r_learner(G: np.ndarray, y: np.ndarray, a: np.ndarray, codes: np.ndarray, fo
     e = float(a.mean())
     w = (a - e) ** 2
     r_full = y - m
-    r_full = r_full - linear_main_effects(G, a - e, r_full)
+    r_full = r_full - linear_main_effects(G, r_full)
     r = y - m - em.b[codes]
-    r = r - linear_main_effects(G, a - e, r)
+    r = r - linear_main_effects(G, r)
     effect, info = fit_effect(G, r / (a - e), w, folds, seed + 1000, codes, r_full / (a - e))
     return RFit(effect=effect, em=em, propensity=e, info=info)
 
