@@ -101,3 +101,26 @@ def n_chunks(replicates: int, reps_per_chunk: int) -> int:
 def iter_by_rep(df: pd.DataFrame) -> Iterator[tuple[int, pd.DataFrame]]:
     for rep, g in df.groupby("rep", sort=True):
         yield int(rep), g
+
+
+def chunk_provenance(*, rule: str, config: dict, seed=None, extra: dict | None = None):
+    """Provenance records for the chunk files of a job that writes several chunks.
+
+    Returns ``record(inputs, **config_items)``: the job-wide part (package, libraries, config) is
+    built once; each chunk's record lists only the input files that chunk was made from, with
+    their sha256, and adds ``config_items`` (e.g. the chunk number) to the config.
+    """
+    from clusterhte import io
+
+    base = io.provenance(rule=rule, inputs=(), config=config, seed=seed, extra=extra)
+
+    def record(inputs=(), **config_items) -> dict:
+        rec = dict(base)
+        if config_items:
+            cfg = dict(config, **config_items)
+            rec["config"] = cfg
+            rec["config_hash"] = io.config_hash(cfg)
+        rec["inputs"] = [{"path": str(p), "sha256": io.sha256_file(p)} for p in inputs]
+        return rec
+
+    return record
