@@ -2,8 +2,10 @@
 congruence): one metrics file per chunk."""
 from clusterhte import smk
 from clusterhte.stages import otr
-from clusterhte.stages.fitting import chunk_provenance
 from clusterhte import io
+from clusterhte.stages.fitting import chunk_provenance, limit_threads
+
+limit_threads(snakemake.threads)
 
 with smk.logged(snakemake):
     p = snakemake.params

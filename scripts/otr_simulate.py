@@ -1,7 +1,9 @@
 """Simulate the chunks of replicates of one OTR design cell (one output file per chunk)."""
 from clusterhte import io, smk
 from clusterhte.stages import otr
-from clusterhte.stages.fitting import chunk_provenance
+from clusterhte.stages.fitting import chunk_provenance, limit_threads
+
+limit_threads(snakemake.threads)
 
 with smk.logged(snakemake):
     p, w = snakemake.params, snakemake.wildcards

@@ -4,7 +4,9 @@ from clusterhte import smk
 
 smk.limit_threads(snakemake.threads)
 from clusterhte import io, stages  # noqa: E402
-from clusterhte.stages.fitting import chunk_provenance  # noqa: E402
+from clusterhte.stages.fitting import chunk_provenance, limit_threads  # noqa: E402
+
+limit_threads(snakemake.threads)  # numpy is loaded by now: limit its pools too
 
 with smk.logged(snakemake) as log:
     p, w = snakemake.params, snakemake.wildcards

@@ -124,3 +124,22 @@ def chunk_provenance(*, rule: str, config: dict, seed=None, extra: dict | None =
         return rec
 
     return record
+
+
+def limit_threads(threads: int = 1):
+    """Give BLAS/OpenMP exactly ``threads`` threads in this process, also after numpy is loaded.
+
+    ``clusterhte.smk.limit_threads`` sets the environment variables, which OpenBLAS reads only
+    when numpy is first imported -- and importing ``clusterhte.smk`` already imports numpy (via
+    pandas/pyarrow), so in a workflow script the variables alone come too late. This sets them for
+    child processes and limits the loaded pools with threadpoolctl. Returns the controller
+    (``.restore_original_limits()`` undoes it).
+    """
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    n = max(1, int(threads))
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[v] = str(n)
+    return threadpool_limits(limits=n)
