@@ -88,3 +88,12 @@ def test_vectorised_evaluation_equals_the_replicate_loop():
         b = slow.fillna({"other": ""}).sort_values(key).reset_index(drop=True)
         assert (a[key].astype(str).to_numpy() == b[key].astype(str).to_numpy()).all()
         assert np.allclose(a["value"], b["value"], equal_nan=True, rtol=0, atol=1e-12)
+
+
+def test_rowwise_rank_equals_scipy_with_ties():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    A = np.round(rng.normal(size=(6, 50)), 1)
+    A[2] = 1.0
+    np.testing.assert_array_equal(om._rowwise_rank(A), stats.rankdata(A, axis=-1))

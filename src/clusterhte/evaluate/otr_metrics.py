@@ -81,13 +81,40 @@ def _grid(rep: np.ndarray, row: np.ndarray):
     return reps, n
 
 
+def _lex_order(rep: np.ndarray, row: np.ndarray):
+    """Index ordering rows by (rep, row); a slice when they already are (the written layout)."""
+    if rep.size < 2:
+        return slice(None)
+    dr = np.diff(rep)
+    if np.all((dr > 0) | ((dr == 0) & (np.diff(row) > 0))):
+        return slice(None)
+    return np.lexsort((row, rep))
+
+
 def _rowwise_rank(A: np.ndarray) -> np.ndarray:
-    """Average ranks (1-based, ties averaged) along the last axis."""
-    return stats.rankdata(A, axis=-1)
+    """Average ranks (1-based, ties averaged) along the last axis of a 2-d array
+    (``scipy.stats.rankdata(A, axis=-1)``, with an unstable sort and vectorised tie groups)."""
+    A = np.asarray(A, dtype=float)
+    R, n = A.shape
+    o = np.argsort(A, axis=1)
+    s = np.take_along_axis(A, o, axis=1).ravel()
+    new = np.ones(R * n, dtype=bool)
+    new[1:] = s[1:] != s[:-1]
+    new[::n] = True                                   # every row starts a group
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], R * n]
+    pos0 = starts - (starts // n) * n                 # position within the row
+    avg = pos0 + (ends - starts - 1) / 2.0 + 1.0
+    ranks_sorted = np.repeat(avg, ends - starts)
+    out = np.empty((R, n))
+    np.put_along_axis(out, o, ranks_sorted.reshape(R, n), axis=1)
+    return out
 
 
-def metrics_arrays(score: np.ndarray, delta: np.ndarray, rank: str = "spearman") -> dict[str, np.ndarray]:
-    """:func:`replicate_metrics` for many replicates at once: ``score``, ``delta`` (R, n)."""
+def metrics_arrays(score: np.ndarray, delta: np.ndarray, rank: str = "spearman",
+                   delta_ranks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """:func:`replicate_metrics` for many replicates at once: ``score``, ``delta`` (R, n)
+    (``delta_ranks``: the row-wise ranks of ``delta``, when already computed)."""
     score = np.asarray(score, float)
     delta = np.asarray(delta, float)
     d_true = delta > 0
@@ -100,7 +127,7 @@ def metrics_arrays(score: np.ndarray, delta: np.ndarray, rank: str = "spearman")
     const = np.ptp(score, axis=1) == 0
     rs = _rowwise_rank(score)
     if rank == "spearman":
-        rd = _rowwise_rank(delta)
+        rd = _rowwise_rank(delta) if delta_ranks is None else delta_ranks
         a = rs - rs.mean(axis=1, keepdims=True)
         b = rd - rd.mean(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -131,25 +158,42 @@ def evaluate_chunk(fits: pd.DataFrame, sim: pd.DataFrame, rank: str = "spearman"
     layout the fit stage writes); any other layout goes through :func:`evaluate_chunk_loop`, which
     gives the same values.
     """
-    test = sim["split"].to_numpy() == "test"
+    by_method = {m: g for m, g in fits.groupby("method", sort=True)}
+    out = evaluate_methods(by_method, sim, rank)
+    return evaluate_chunk_loop(fits, sim, rank) if out is None else out
+
+
+def evaluate_methods(fits: dict[str, pd.DataFrame], sim: pd.DataFrame, rank: str = "spearman",
+                     fallback: bool = True) -> pd.DataFrame | None:
+    """:func:`evaluate_chunk` with the fits given per method (name -> fit table, no ``method``
+    column needed). Returns None when a layout is not the grid and ``fallback`` is False."""
+    test = (sim["split"] == "test").to_numpy()
     t_rep = sim["rep"].to_numpy()[test]
     t_row = sim["row"].to_numpy()[test]
-    order = np.lexsort((t_row, t_rep))
+    order = _lex_order(t_rep, t_row)
     t_rep, t_row = t_rep[order], t_row[order]
     grid = _grid(t_rep, t_row)
+
+    def slow():
+        if not fallback:
+            return None
+        allf = pd.concat([f.assign(method=m) for m, f in fits.items()], ignore_index=True)
+        return evaluate_chunk_loop(allf, sim, rank)
+
     if grid is None:
-        return evaluate_chunk_loop(fits, sim, rank)
+        return slow()
     reps, n = grid
     R = reps.size
     delta = sim["delta"].to_numpy(dtype=float)[test][order].reshape(R, n)
-    methods = sorted(pd.unique(fits["method"]))
+    methods = sorted(fits)
     arr = {}
-    for m, g in fits.groupby("method", sort=True):
+    for m in methods:
+        g = fits[m]
         rep = g["rep"].to_numpy()
         row = g["row"].to_numpy()
-        o = np.lexsort((row, rep))
+        o = _lex_order(rep, row)
         if not (np.array_equal(rep[o], t_rep) and np.array_equal(row[o], t_row)):
-            return evaluate_chunk_loop(fits, sim, rank)
+            return slow()
         failed = (g["failed"].to_numpy()[o].reshape(R, n) != 0).any(axis=1) if "failed" in g \
             else np.zeros(R, dtype=bool)
         secs = g["seconds"].to_numpy(dtype=float)[o].reshape(R, n)[:, 0] if "seconds" in g else None
@@ -162,6 +206,7 @@ def evaluate_chunk(fits: pd.DataFrame, sim: pd.DataFrame, rank: str = "spearman"
                                    "other": other, "value": np.asarray(values, float)[keep]}))
 
     everyone = np.ones(R, dtype=bool)
+    rd = _rowwise_rank(delta) if rank == "spearman" else None
     for m in methods:
         score, _, failed, secs = arr[m]
         add(m, "failed", failed.astype(float), everyone)
@@ -169,7 +214,7 @@ def evaluate_chunk(fits: pd.DataFrame, sim: pd.DataFrame, rank: str = "spearman"
             add(m, "seconds", secs, everyone)
         ok = ~failed
         if ok.any():
-            for k, v in metrics_arrays(np.where(ok[:, None], score, 0.0), delta, rank).items():
+            for k, v in metrics_arrays(np.where(ok[:, None], score, 0.0), delta, rank, rd).items():
                 add(m, k, v, ok)
     D = np.stack([arr[m][1] for m in methods], axis=1)          # (R, m, n)
     OK = np.stack([~arr[m][2] for m in methods], axis=1)        # (R, m)

@@ -159,8 +159,7 @@ def fit(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
 
 def evaluate(sim: pd.DataFrame, fits: dict[str, pd.DataFrame], rank: str = "spearman") -> pd.DataFrame:
     """Metrics of every method's fits of one chunk; ``fits`` maps method name -> fit table."""
-    allf = pd.concat([f.assign(method=m) for m, f in fits.items()], ignore_index=True)
-    return otr_metrics.evaluate_chunk(allf, sim, rank=rank)
+    return otr_metrics.evaluate_methods(fits, sim, rank=rank)
 
 
 def collect(metric_tables: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
