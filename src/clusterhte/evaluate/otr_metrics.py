@@ -199,11 +199,15 @@ def evaluate_methods(fits: dict[str, pd.DataFrame], sim: pd.DataFrame, rank: str
         secs = g["seconds"].to_numpy(dtype=float)[o].reshape(R, n)[:, 0] if "seconds" in g else None
         arr[m] = (g["cate"].to_numpy(dtype=float)[o].reshape(R, n),
                   g["decision"].to_numpy(dtype=float)[o].reshape(R, n), failed, secs)
-    parts = []
+    cols = {"rep": [], "method": [], "metric": [], "other": [], "value": []}
 
     def add(method, metric, values, keep, other=None):
-        parts.append(pd.DataFrame({"rep": reps[keep], "method": method, "metric": metric,
-                                   "other": other, "value": np.asarray(values, float)[keep]}))
+        k = int(np.count_nonzero(keep))
+        cols["rep"].append(reps[keep])
+        cols["value"].append(np.asarray(values, float)[keep])
+        cols["method"].append(np.full(k, method, dtype=object))
+        cols["metric"].append(np.full(k, metric, dtype=object))
+        cols["other"].append(np.full(k, other, dtype=object))
 
     everyone = np.ones(R, dtype=bool)
     rd = _rowwise_rank(delta) if rank == "spearman" else None
@@ -224,7 +228,7 @@ def evaluate_methods(fits: dict[str, pd.DataFrame], sim: pd.DataFrame, rank: str
             keep = OK[:, i] & OK[:, j]
             if keep.any():
                 add(a, "congruence", agree[:, i, j], keep, other=b)
-    res = pd.concat(parts, ignore_index=True)[["rep", "method", "metric", "other", "value"]]
+    res = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
     res["rep"] = res["rep"].astype("int64")
     res["other"] = res["other"].astype(object).where(res["other"].notna(), None)
     return res

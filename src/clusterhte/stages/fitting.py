@@ -34,7 +34,7 @@ def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialDat
     CateResult}) before they are tabulated (e.g. for outcome diagnostics and draws).
     """
     params = with_threads(method, params, threads)
-    parts = []
+    cols: dict[str, list] = {c: [] for c in FIT_COLUMNS}
     for i, (rep, train, preds) in enumerate(replicates):
         seed = seeds.int_seed(root_seed, study, cell, int(rep), method)
         t0 = time.perf_counter()
@@ -55,26 +55,33 @@ def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialDat
         secs = time.perf_counter() - t0
         for split, td in preds.items():
             n = td.n
-            base = {"rep": np.full(n, int(rep)), "split": split, "row": np.arange(n), "seconds": secs}
+            cols["rep"].append(np.full(n, int(rep), dtype=np.int64))
+            cols["split"].append(np.full(n, split, dtype=object))
+            cols["row"].append(np.arange(n, dtype=np.int64))
+            cols["seconds"].append(np.full(n, secs))
             if err is None:
                 r = results[split]
                 r.larger_is_better = larger_is_better
                 ate, alo, ahi = r.ate()
-                parts.append(pd.DataFrame({**base, "cate": r.point, "lower": r.lower, "upper": r.upper,
-                                           "decision": r.decision.astype("int8"), "failed": np.int8(0),
-                                           "error": "", "ate": ate, "ate_lower": alo, "ate_upper": ahi}))
+                vals = {"cate": r.point, "lower": r.lower, "upper": r.upper,
+                        "decision": r.decision.astype("int8"), "failed": np.zeros(n, dtype=np.int8),
+                        "error": np.full(n, "", dtype=object), "ate": np.full(n, ate, dtype=float),
+                        "ate_lower": np.full(n, alo, dtype=float), "ate_upper": np.full(n, ahi, dtype=float)}
             else:
                 nan = np.full(n, np.nan)
-                parts.append(pd.DataFrame({**base, "cate": nan, "lower": nan, "upper": nan,
-                                           "decision": np.int8(-1), "failed": np.int8(1), "error": err,
-                                           "ate": np.nan, "ate_lower": np.nan, "ate_upper": np.nan}))
+                vals = {"cate": nan, "lower": nan, "upper": nan, "decision": np.full(n, -1, dtype=np.int8),
+                        "failed": np.ones(n, dtype=np.int8), "error": np.full(n, err, dtype=object),
+                        "ate": nan, "ate_lower": nan, "ate_upper": nan}
+            for c, v in vals.items():
+                cols[c].append(np.broadcast_to(np.asarray(v), (n,)))
         status = "FAILED " + err if err else "ok"
         of = f"/{total}" if total else ""
         print(f"[{study} fit {method} {cell}] replicate {rep} ({i + 1}{of}) {secs:.3f} s {status}",
               file=log, flush=True)
-    out = pd.concat(parts, ignore_index=True)[FIT_COLUMNS]
-    out["rep"] = out["rep"].astype("int64")
-    out["row"] = out["row"].astype("int64")
+    # one frame for the whole chunk (per-replicate frames and a concat cost more than the fits)
+    out = pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()})
+    for c in ("split", "error"):
+        out[c] = out[c].astype(str)
     return out
 
 
