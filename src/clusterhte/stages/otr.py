@@ -16,6 +16,7 @@ cluster).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -41,7 +42,7 @@ def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.nda
 
     from clusterhte import io
 
-    io._check_parquet(__import__("pathlib").Path(path))
+    io._check_parquet(Path(path))
     cols = list(columns or FIT_INPUT_COLUMNS)
     tb = pq.read_table(path, columns=cols)
     out = {}
@@ -62,7 +63,7 @@ def read_truth(path) -> pd.DataFrame:
 
     from clusterhte import io
 
-    io._check_parquet(__import__("pathlib").Path(path))
+    io._check_parquet(Path(path))
     tb = pq.read_table(path, columns=["rep", "row", "delta"], filters=[("split", "==", "test")])
     out = pd.DataFrame({c: tb.column(c).to_numpy() for c in ("rep", "row", "delta")})
     out.insert(1, "split", pd.Categorical(np.full(len(out), "test")))
