@@ -151,7 +151,24 @@ def test_cv_ties_above_lambda_max_pick_the_largest():
     assert cv.index_min == 3 and cv.lambda_min == cv.lambdas.max()
 
 
-def test_cv_error_equals_refitting_each_fold():
+def _r_lambda_interp(lam, s):
+    """Line-by-line port of glmnet's R ``lambda.interp`` (1-based indices, as in R)."""
+    k = len(lam)
+    sfrac = (lam[0] - s) / (lam[0] - lam[k - 1])
+    ln = (lam[0] - lam) / (lam[0] - lam[k - 1])
+    sfrac = np.where(sfrac < ln.min(), ln.min(), sfrac)
+    sfrac = np.where(sfrac > ln.max(), ln.max(), sfrac)
+    coord = np.interp(sfrac, ln, np.arange(1, k + 1))
+    left, right = np.floor(coord).astype(int), np.ceil(coord).astype(int)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = (sfrac - ln[right - 1]) / (ln[left - 1] - ln[right - 1])
+    frac[left == right] = 1
+    return left - 1, right - 1, frac
+
+
+def test_cv_error_equals_refitting_each_fold_on_its_own_path():
+    """cv.glmnet: each fold on its own lambda sequence, held-out predictions interpolated at the
+    full-data lambdas; checked against explicit refits and a port of R's lambda.interp."""
     X, y, w, pf = _problem(8, n=300)
     rng = np.random.default_rng(0)
     foldid = rng.permutation(np.resize(np.arange(1, 6), len(y)))
@@ -160,8 +177,12 @@ def test_cv_error_equals_refitting_each_fold():
     sse = np.zeros(len(cv.lambdas))
     for k in range(1, 6):
         tr, te = foldid != k, foldid == k
-        _, Bk = lasso_path(X[tr], y[tr], w[tr], pf, lambdas=cv.lambdas, offset=off[tr])
-        r = (y[te] - off[te])[:, None] - X[te] @ Bk.T
+        lk, Bk = lasso_path(X[tr], y[tr], w[tr], pf, nlambda=30, offset=off[tr])
+        np.testing.assert_allclose(cv.fold_lambdas[k - 1], lk, rtol=1e-12)
+        assert lk[0] != cv.lambdas[0]  # a fold's own lambda_max
+        left, right, frac = _r_lambda_interp(lk, cv.lambdas)
+        Bs = frac[:, None] * Bk[left] + (1 - frac)[:, None] * Bk[right]
+        r = (y[te] - off[te])[:, None] - X[te] @ Bs.T
         sse += (w[te][:, None] * r ** 2).sum(axis=0)
     np.testing.assert_allclose(cv.cvm, sse / w.sum(), rtol=1e-9)
     i = int(np.argmin(cv.cvm))
@@ -169,6 +190,25 @@ def test_cv_error_equals_refitting_each_fold():
     np.testing.assert_array_equal(cv.coef_min, cv.coefs[i])
     _, Bfull = lasso_path(X, y, w, pf, offset=off, nlambda=30)
     np.testing.assert_allclose(cv.coefs, Bfull, rtol=1e-9, atol=1e-12)
+
+
+def test_site_dummies_without_forming_them_equal_the_dense_design():
+    X, y, w, pf = _problem(11, n=240)
+    rng = np.random.default_rng(4)
+    J = 12
+    codes = rng.integers(0, J, len(y))
+    sign = np.where(rng.random(len(y)) < 0.5, -1.0, 1.0)
+    D = np.zeros((len(y), J - 1))
+    on = codes > 0
+    D[np.flatnonzero(on), codes[on] - 1] = sign[on]
+    pf2 = np.r_[pf, np.ones(J - 1)]
+    foldid = rng.permutation(np.resize(np.arange(1, 6), len(y)))
+    dense = cv_lasso(np.column_stack([X, D]), y, w, pf2, foldid)
+    sparse = cv_lasso(X, y, w, pf2, foldid, dummies=(codes - 1, sign, J - 1))
+    np.testing.assert_allclose(sparse.lambdas, dense.lambdas, rtol=1e-10)
+    np.testing.assert_allclose(sparse.cvm, dense.cvm, rtol=1e-8)
+    assert sparse.index_min == dense.index_min
+    np.testing.assert_allclose(sparse.coefs, dense.coefs, rtol=1e-7, atol=1e-10)
 
 
 def test_offset_is_subtracting_from_y():

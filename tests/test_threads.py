@@ -22,3 +22,28 @@ def test_limit_threads_sets_every_pool(monkeypatch):
         monkeypatch.setenv(v, "16")
     smk.limit_threads(3)
     assert all(os.environ[v] == "3" for v in smk.THREAD_VARIABLES)
+
+
+def test_limit_threads_reaches_blas_loaded_before_it():
+    """numpy (and OpenBLAS) is already loaded when a workflow script runs; the limit must still
+    reach the loaded pools, not only the environment."""
+    import numpy  # noqa: F401  - loaded before the limit, as in a workflow script
+    from threadpoolctl import threadpool_info
+
+    from clusterhte.stages.fitting import limit_threads
+
+    ctl = limit_threads(1)
+    try:
+        pools = threadpool_info()
+        assert pools and all(p["num_threads"] == 1 for p in pools), pools
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    finally:
+        ctl.restore_original_limits()
+
+
+def test_otr_scripts_limit_threads():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "scripts"
+    for name in ("sim_fit.py", "otr_simulate.py", "otr_evaluate.py"):
+        assert "limit_threads(snakemake.threads)" in (root / name).read_text(), name

@@ -252,3 +252,51 @@ def test_design1_accuracy_ordering_as_in_the_paper():
     assert m["w-augid"] > m["w-aug"] > m["w-noaug"] > m["w-base"]
     assert m["ws-augid"] > m["ws-aug"] > m["ws-noaug"]
     assert m["ws-augid"] > 0.95 and m["w-augid"] > 0.95
+
+
+def test_decisions_and_cv_agree_with_glmnet_given_r_folds():
+    """W-*/WS-* with R's fold labels reproduce cv.glmnet (glmnet 4.1-6, values recorded by
+    tests/data/glmnet/glmnet_reference.R) on Design 1-4 replicates at (J, n) = (25, 25): the
+    lambda sequence, lambda.min, the coefficients at lambda.min and the test decisions."""
+    import json
+    from pathlib import Path
+
+    from clusterhte import methods as M
+    from clusterhte.data.trial import TrialData
+
+    here = Path(__file__).parent / "data" / "glmnet"
+    ref = json.loads((here / "glmnet_cv_reference.json").read_text())
+    data = pd.read_csv(here / "otr_replicates.csv.gz")
+    assert ref["meta"]["glmnet"] == "4.1.6" and len(ref["fits"]) == 35
+
+    def trial(f):
+        return TrialData(f.sort_values("row").reset_index(drop=True), "multisite",
+                         ("X1", "X2", "X3", "X4", "X5"), (), ("X3", "X4", "X5"))
+
+    agree = total = 0
+    for fit in ref["fits"]:
+        g = data[data["case"] == fit["case"]]
+        tr, te = trial(g[g["split"] == "train"]), trial(g[g["split"] == "test"])
+        est = M.make(fit["method"], {}, random_state=0).fit(tr, foldid=tr.frame["foldid"].to_numpy())
+        lam = np.asarray(fit["lambda"])
+        k = min(lam.size, est.cv_.lambdas.size)
+        np.testing.assert_allclose(est.cv_.lambdas[:k], lam[:k], rtol=1e-10)
+        np.testing.assert_allclose(est.cv_.cvm[:k], np.asarray(fit["cvm"])[:k], rtol=1e-3)
+        assert est.lambda_min_ == pytest.approx(fit["lambda_min"], rel=1e-10), (fit["case"], fit["method"])
+        np.testing.assert_allclose(est.coef_, fit["coef_min"], atol=1e-4)
+        dec = est.predict(te).point > 0
+        rdec = np.frombuffer(fit["decisions"].encode(), dtype=np.uint8) == ord("1")
+        agree += int(np.sum(dec == rdec))
+        total += dec.size
+    print(f"W decisions agreeing with glmnet: {agree}/{total} = {agree / total:.5f}")
+    assert agree / total >= 0.995
+
+
+def test_foldid_is_checked():
+    from clusterhte import methods as M
+
+    tr = make_multisite(1, J=6, n_j=20)[0]
+    with pytest.raises(MethodError, match="foldid has"):
+        M.make("w-noaug", {}).fit(tr, foldid=np.ones(tr.n - 1))
+    with pytest.raises(MethodError, match="at least 3 folds"):
+        M.make("w-noaug", {}).fit(tr, foldid=np.resize([1, 2], tr.n))

@@ -47,12 +47,14 @@ def test_nothing_to_do_then_only_changed_method(finished):
     (finished / "config/methods.yaml").write_text(yaml.safe_dump(m))
     r = snakemake(finished, "-n", *targets)
     jobs = planned_jobs(r.stdout)
-    # 2 cells x 2 chunks of w-noaug fits, then the evaluation of those 4 chunks and what follows
-    assert jobs.get("otr_fit") == 4, r.stdout
-    assert jobs.get("otr_evaluate") == 4 and jobs.get("otr_aggregate") == 1
+    # one w-noaug fit job per cell (each writes the cell's 2 chunks), then the evaluation of those
+    # 2 cells and what follows; no other method's fits, no simulation
+    assert jobs.get("otr_fit") == 2, r.stdout
+    assert jobs.get("otr_evaluate") == 2 and jobs.get("otr_aggregate") == 1
     assert "otr_simulate" not in jobs
     fit_lines = [l for l in r.stdout.splitlines() if "results/fits/otr/" in l and "output:" in l]
-    assert fit_lines and all("/w-noaug/" in l for l in fit_lines)
+    assert len(fit_lines) == 2 and all("/w-noaug/" in l for l in fit_lines)
+    assert all(l.count("/w-noaug/") == 2 and "chunk0" in l and "chunk1" in l for l in fit_lines)
 
 
 def test_audit_chain_and_changed_input(finished):

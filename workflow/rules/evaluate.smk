@@ -3,16 +3,18 @@
 if "otr" in config:
 
     rule otr_evaluate:
+        # one job per cell; fits are listed chunk by chunk, methods in config order within a chunk
         input:
-            sim="results/sim/otr/{cell}/chunk{k}.parquet",
-            fits=expand("results/fits/otr/{method}/{{cell}}/chunk{{k}}.parquet", method=OTR["methods"]),
+            sim=expand("results/sim/otr/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
+            fits=[f"results/fits/otr/{m}/{{cell}}/chunk{k}.parquet" for k in OTR_CHUNKS
+                  for m in OTR["methods"]],
         output:
-            "results/metrics/otr/{cell}/chunk{k}.parquet",
+            expand("results/metrics/otr/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
         params:
             methods=OTR["methods"],
             rank=OTR.get("rank_correlation", "spearman"),
         log:
-            "results/logs/otr_evaluate/{cell}/chunk{k}.log",
+            "results/logs/otr_evaluate/{cell}.log",
         script:
             "../../scripts/otr_evaluate.py"
 

@@ -1,13 +1,14 @@
-# Stage: fit. One job per method x cell x chunk; a method's hyperparameters are a param, so
-# changing them in config/methods.yaml reruns only that method's jobs and what depends on them.
+# Stage: fit. OTR: one job per method x cell, streaming the cell's chunks (one fit file per chunk);
+# CRT: one job per method x cell x chunk. A method's hyperparameters are a param, so changing them
+# in config/methods.yaml reruns only that method's jobs and what depends on them.
 
 if "otr" in config:
 
     rule otr_fit:
         input:
-            "results/sim/otr/{cell}/chunk{k}.parquet",
+            expand("results/sim/otr/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
         output:
-            "results/fits/otr/{method}/{cell}/chunk{k}.parquet",
+            expand("results/fits/otr/{{method}}/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
         params:
             hyper=lambda w: method_params("otr", w.method),
             seed=SEED,
@@ -18,7 +19,7 @@ if "otr" in config:
             runtime=lambda w: method_resource("otr", w.method, "runtime", 30),
         group: "otr_fit"
         log:
-            "results/logs/otr_fit/{method}/{cell}/chunk{k}.log",
+            "results/logs/otr_fit/{method}/{cell}.log",
         script:
             "../../scripts/sim_fit.py"
 

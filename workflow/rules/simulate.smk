@@ -1,16 +1,17 @@
-# Stage: simulate. One job per cell x chunk of replicates.
+# Stage: simulate. OTR: one job per design cell writing one file per chunk of replicates.
 
 if "otr" in config:
 
     rule otr_simulate:
         output:
-            "results/sim/otr/{cell}/chunk{k}.parquet",
+            expand("results/sim/otr/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
         params:
             replicates=OTR["replicates"],
             reps_per_chunk=RPC,
+            chunks=OTR_CHUNKS,
             seed=SEED,
         log:
-            "results/logs/otr_simulate/{cell}/chunk{k}.log",
+            "results/logs/otr_simulate/{cell}.log",
         script:
             "../../scripts/otr_simulate.py"
 

@@ -68,8 +68,175 @@ def congruence_matrix(decisions: np.ndarray) -> np.ndarray:
     return (agree1 + agree0) / d.shape[0]
 
 
+def _grid(rep: np.ndarray, row: np.ndarray):
+    """(reps, n) when (rep, row) is the full grid reps x 0..n-1 in lexicographic order, else None."""
+    if rep.size == 0:
+        return None
+    reps, counts = np.unique(rep, return_counts=True)
+    n = int(counts[0])
+    if not np.all(counts == n) or reps.size * n != rep.size:
+        return None
+    if not (np.array_equal(rep, np.repeat(reps, n)) and np.array_equal(row, np.tile(np.arange(n), reps.size))):
+        return None
+    return reps, n
+
+
+def _lex_order(rep: np.ndarray, row: np.ndarray):
+    """Index ordering rows by (rep, row); a slice when they already are (the written layout)."""
+    if rep.size < 2:
+        return slice(None)
+    dr = np.diff(rep)
+    if np.all((dr > 0) | ((dr == 0) & (np.diff(row) > 0))):
+        return slice(None)
+    return np.lexsort((row, rep))
+
+
+def _rowwise_rank(A: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties averaged) along the last axis of a 2-d array
+    (``scipy.stats.rankdata(A, axis=-1)``, with an unstable sort and vectorised tie groups)."""
+    A = np.asarray(A, dtype=float)
+    R, n = A.shape
+    o = np.argsort(A, axis=1)
+    s = np.take_along_axis(A, o, axis=1).ravel()
+    new = np.ones(R * n, dtype=bool)
+    new[1:] = s[1:] != s[:-1]
+    new[::n] = True                                   # every row starts a group
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], R * n]
+    pos0 = starts - (starts // n) * n                 # position within the row
+    avg = pos0 + (ends - starts - 1) / 2.0 + 1.0
+    ranks_sorted = np.repeat(avg, ends - starts)
+    out = np.empty((R, n))
+    np.put_along_axis(out, o, ranks_sorted.reshape(R, n), axis=1)
+    return out
+
+
+def metrics_arrays(score: np.ndarray, delta: np.ndarray, rank: str = "spearman",
+                   delta_ranks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """:func:`replicate_metrics` for many replicates at once: ``score``, ``delta`` (R, n)
+    (``delta_ranks``: the row-wise ranks of ``delta``, when already computed)."""
+    score = np.asarray(score, float)
+    delta = np.asarray(delta, float)
+    d_true = delta > 0
+    d_hat = score > 0
+    tp = np.sum(d_hat & d_true, axis=1)
+    fp = np.sum(d_hat & ~d_true, axis=1)
+    fn = np.sum(~d_hat & d_true, axis=1)
+    den = 2 * tp + fp + fn
+    f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), np.nan)
+    const = np.ptp(score, axis=1) == 0
+    rs = _rowwise_rank(score)
+    if rank == "spearman":
+        rd = _rowwise_rank(delta) if delta_ranks is None else delta_ranks
+        a = rs - rs.mean(axis=1, keepdims=True)
+        b = rd - rd.mean(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rc = np.sum(a * b, axis=1) / np.sqrt(np.sum(a * a, axis=1) * np.sum(b * b, axis=1))
+    elif rank == "kendall":
+        rc = np.array([stats.kendalltau(s, d).statistic if not c else np.nan
+                       for s, d, c in zip(score, delta, const)])
+    else:
+        raise ValueError(f"rank correlation must be 'spearman' or 'kendall', got {rank!r}")
+    rc = np.where(const, np.nan, rc)
+    n1 = d_true.sum(axis=1)
+    n0 = d_true.shape[1] - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (np.sum(np.where(d_true, rs, 0.0), axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    auc = np.where((n1 == 0) | (n0 == 0), np.nan, auc)
+    return {"accuracy": np.mean(d_hat == d_true, axis=1), "f1": f1, "rank_corr": rc, "auc": auc,
+            "share_treated": np.mean(d_hat, axis=1)}
+
+
 def evaluate_chunk(fits: pd.DataFrame, sim: pd.DataFrame, rank: str = "spearman") -> pd.DataFrame:
     """Long metrics table ``rep, method, metric, other, value`` for one cell's chunk.
+
+    ``fits``: rows ``rep, method, row, cate, decision, failed`` on the test split; ``sim``: the
+    simulated chunk (``rep, split, row, delta``). A failed method-replicate records
+    ``failed = 1`` and no other metric; congruence is taken among the methods that did not fail.
+
+    Vectorised over replicates when the test rows of every method form the grid reps x rows (the
+    layout the fit stage writes); any other layout goes through :func:`evaluate_chunk_loop`, which
+    gives the same values.
+    """
+    by_method = {m: g for m, g in fits.groupby("method", sort=True)}
+    out = evaluate_methods(by_method, sim, rank)
+    return evaluate_chunk_loop(fits, sim, rank) if out is None else out
+
+
+def evaluate_methods(fits: dict[str, pd.DataFrame], sim: pd.DataFrame, rank: str = "spearman",
+                     fallback: bool = True) -> pd.DataFrame | None:
+    """:func:`evaluate_chunk` with the fits given per method (name -> fit table, no ``method``
+    column needed). Returns None when a layout is not the grid and ``fallback`` is False."""
+    test = (sim["split"] == "test").to_numpy()
+    t_rep = sim["rep"].to_numpy()[test]
+    t_row = sim["row"].to_numpy()[test]
+    order = _lex_order(t_rep, t_row)
+    t_rep, t_row = t_rep[order], t_row[order]
+    grid = _grid(t_rep, t_row)
+
+    def slow():
+        if not fallback:
+            return None
+        allf = pd.concat([f.assign(method=m) for m, f in fits.items()], ignore_index=True)
+        return evaluate_chunk_loop(allf, sim, rank)
+
+    if grid is None:
+        return slow()
+    reps, n = grid
+    R = reps.size
+    delta = sim["delta"].to_numpy(dtype=float)[test][order].reshape(R, n)
+    methods = sorted(fits)
+    arr = {}
+    for m in methods:
+        g = fits[m]
+        rep = g["rep"].to_numpy()
+        row = g["row"].to_numpy()
+        o = _lex_order(rep, row)
+        if not (np.array_equal(rep[o], t_rep) and np.array_equal(row[o], t_row)):
+            return slow()
+        failed = (g["failed"].to_numpy()[o].reshape(R, n) != 0).any(axis=1) if "failed" in g \
+            else np.zeros(R, dtype=bool)
+        secs = g["seconds"].to_numpy(dtype=float)[o].reshape(R, n)[:, 0] if "seconds" in g else None
+        arr[m] = (g["cate"].to_numpy(dtype=float)[o].reshape(R, n),
+                  g["decision"].to_numpy(dtype=float)[o].reshape(R, n), failed, secs)
+    cols = {"rep": [], "method": [], "metric": [], "other": [], "value": []}
+
+    def add(method, metric, values, keep, other=None):
+        k = int(np.count_nonzero(keep))
+        cols["rep"].append(reps[keep])
+        cols["value"].append(np.asarray(values, float)[keep])
+        cols["method"].append(np.full(k, method, dtype=object))
+        cols["metric"].append(np.full(k, metric, dtype=object))
+        cols["other"].append(np.full(k, other, dtype=object))
+
+    everyone = np.ones(R, dtype=bool)
+    rd = _rowwise_rank(delta) if rank == "spearman" else None
+    for m in methods:
+        score, _, failed, secs = arr[m]
+        add(m, "failed", failed.astype(float), everyone)
+        if secs is not None:
+            add(m, "seconds", secs, everyone)
+        ok = ~failed
+        if ok.any():
+            for k, v in metrics_arrays(np.where(ok[:, None], score, 0.0), delta, rank, rd).items():
+                add(m, k, v, ok)
+    D = np.stack([arr[m][1] for m in methods], axis=1)          # (R, m, n)
+    OK = np.stack([~arr[m][2] for m in methods], axis=1)        # (R, m)
+    agree = (np.einsum("rin,rjn->rij", D, D) + np.einsum("rin,rjn->rij", 1 - D, 1 - D)) / n
+    for i, a in enumerate(methods):
+        for j, b in enumerate(methods):
+            keep = OK[:, i] & OK[:, j]
+            if keep.any():
+                add(a, "congruence", agree[:, i, j], keep, other=b)
+    res = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    res["rep"] = res["rep"].astype("int64")
+    res["other"] = res["other"].astype(object).where(res["other"].notna(), None)
+    return res
+
+
+def evaluate_chunk_loop(fits: pd.DataFrame, sim: pd.DataFrame, rank: str = "spearman") -> pd.DataFrame:
+    """Per-replicate loop form of :func:`evaluate_chunk` (any row layout; the reference the
+    vectorised form is tested against).
 
     ``fits``: rows ``rep, method, row, cate, decision, failed`` on the test split; ``sim``: the
     simulated chunk (``rep, split, row, delta``). A failed method-replicate records

@@ -26,11 +26,15 @@ wrappers ``glmnet``/``cv.glmnet``/``getOptcv.glmnet``):
   ``max_j xv_j * delta_j^2 < tol`` on the standardised scale (glmnet ``thresh``, default 1e-7);
 * columns that are constant have coefficient 0 (glmnet excludes them).
 
+* cross-validation as ``cv.glmnet``: every fold fitted on its own lambda sequence, predictions
+  at the full-data lambdas interpolated (``lambda.interp``); ``foldid`` as in R, so an R analysis
+  can be reproduced fold for fold (tests/data/glmnet_cv_reference.json: glmnet 4.1-6 values).
+
 Differences from glmnet: everything is computed in p-space from the weighted cross-product
-moments (``X'WX``, ``X'Wy``, per fold by subtraction from the total), which gives the same
-minimiser; coordinate descent sweeps all columns rather than glmnet's active set (same fixed
-point); all penalty factors zero is allowed here (glmnet stops with an error) and gives weighted
-least squares at every lambda; the constant-column check is on the weighted variance.
+moments (``X'WX``, ``X'Wy``, per fold by subtraction from the total; site-dummy columns from
+per-site sums), which gives the same minimiser and the same coordinate-descent iterates up to
+rounding; all penalty factors zero is allowed here (glmnet stops with an error) and gives
+weighted least squares at every lambda; the constant-column check is on the weighted variance.
 """
 
 from __future__ import annotations
@@ -52,10 +56,13 @@ MNLAM = 5        # glmnet.control()$mnlam
 # --------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
 def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no cover - numba
-    """Lasso path on the standardised scale.
+    """Lasso path on the standardised scale, in the order of glmnet's ``elnet1`` (covariance).
 
     Minimises 1/2 b'Gb - c'b + lam * sum_j vp_j |b_j| for each lam in ``lams`` (warm starts);
-    ``lams[m] = inf`` fits only the unpenalised columns. Returns (B, n_fitted, rsq, n_passes);
+    ``lams[m] = inf`` fits only the unpenalised columns. As glmnet: a full pass over all columns,
+    then passes over the active set (columns ever nonzero, in order of entry) until the largest
+    ``xv_j * delta_j^2`` is below ``tol``, then a full pass again, until a full pass moves less
+    than ``tol``; R^2 is accumulated from the updates. Returns (B, n_fitted, rsq, n_passes);
     n_passes < 0 signals that ``max_iter`` passes were exceeded.
     """
     p = G.shape[0]
@@ -64,52 +71,86 @@ def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no c
     rsq_out = np.zeros(nlam)
     b = np.zeros(p)
     g = c.copy()
-    rsq0 = 0.0
+    mm = np.zeros(p, dtype=np.int64)
+    ia = np.zeros(p, dtype=np.int64)
+    nin = 0
+    rsq = 0.0
     npass = 0
     mnl = min(5, nlam)
     nfit = nlam
     for m in range(nlam):
         lam = lams[m]
+        rsq0 = rsq
         while True:
-            dlx = 0.0
-            for j in range(p):
-                if ju[j] == 0:
-                    continue
-                bj = b[j]
-                u = g[j] + xv[j] * bj
-                if vp[j] <= 0.0:
-                    nb = u / xv[j]
-                else:
-                    thr = lam * vp[j]
-                    if u > thr:
-                        nb = (u - thr) / xv[j]
-                    elif u < -thr:
-                        nb = (u + thr) / xv[j]
-                    else:
-                        nb = 0.0
-                d = nb - bj
-                if d != 0.0:
-                    b[j] = nb
-                    for k in range(p):
-                        g[k] -= G[k, j] * d
-                    dd = xv[j] * d * d
-                    if dd > dlx:
-                        dlx = dd
+            # full pass
             npass += 1
+            dlx = 0.0
+            for k in range(p):
+                if ju[k] == 0:
+                    continue
+                ak = b[k]
+                u = g[k] + ak * xv[k]
+                if vp[k] <= 0.0:
+                    nb = u / xv[k]
+                else:
+                    v = abs(u) - vp[k] * lam
+                    nb = 0.0
+                    if v > 0.0:
+                        nb = (v if u > 0 else -v) / xv[k]
+                b[k] = nb
+                if nb == ak:
+                    continue
+                if mm[k] == 0:
+                    mm[k] = 1
+                    ia[nin] = k
+                    nin += 1
+                d = nb - ak
+                rsq += d * (2.0 * g[k] - d * xv[k])
+                dd = xv[k] * d * d
+                if dd > dlx:
+                    dlx = dd
+                for j in range(p):
+                    g[j] -= G[j, k] * d
             if dlx < tol:
                 break
             if npass > max_iter:
                 return B, m, rsq_out, -npass
-        rsq = 0.0
+            # passes over the active set
+            while True:
+                npass += 1
+                dlx = 0.0
+                for l in range(nin):
+                    k = ia[l]
+                    ak = b[k]
+                    u = g[k] + ak * xv[k]
+                    if vp[k] <= 0.0:
+                        nb = u / xv[k]
+                    else:
+                        v = abs(u) - vp[k] * lam
+                        nb = 0.0
+                        if v > 0.0:
+                            nb = (v if u > 0 else -v) / xv[k]
+                    b[k] = nb
+                    if nb == ak:
+                        continue
+                    d = nb - ak
+                    rsq += d * (2.0 * g[k] - d * xv[k])
+                    dd = xv[k] * d * d
+                    if dd > dlx:
+                        dlx = dd
+                    for j in range(p):
+                        g[j] -= G[j, k] * d
+                if dlx < tol:
+                    break
+                if npass > max_iter:
+                    return B, m, rsq_out, -npass
         for j in range(p):
-            rsq += b[j] * (c[j] + g[j])  # 2c'b - b'Gb, with g = c - Gb
             B[m, j] = b[j]
         rsq_out[m] = rsq
         if early_stop and m + 1 >= mnl:
             if rsq - rsq0 < 1e-5 * rsq or rsq > 0.999:
                 nfit = m + 1
                 break
-        rsq0 = rsq
     return B, nfit, rsq_out, npass
 
 
@@ -296,7 +337,8 @@ class CVLasso:
     lambdas : the full-data lambda sequence; cvm, cvsd : weighted CV mean squared error per lambda
     and its standard error (glmnet's grouped formulas); index_min, lambda_min : ``lambda.min``;
     coefs : full-data path (n_lambda, p); coef_min : coefficients at ``lambda_min``;
-    foldid : the fold labels used; penalty_factor : the penalty factors after glmnet's rescaling.
+    foldid : the fold labels used; penalty_factor : the penalty factors after glmnet's rescaling;
+    fold_lambdas : each fold's own lambda sequence (its fit's ``lambda``).
     """
 
     lambdas: np.ndarray
@@ -308,17 +350,100 @@ class CVLasso:
     coef_min: np.ndarray
     foldid: np.ndarray
     penalty_factor: np.ndarray = field(repr=False, default=None)
+    fold_lambdas: list = field(repr=False, default=None)
+
+
+def lambda_interp(lambdas: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """glmnet's ``lambda.interp``: (left, right, frac) with coef(s) = frac*B[left] + (1-frac)*B[right].
+
+    Linear in lambda between the two neighbouring path values; ``s`` outside the path's range is
+    clamped to its ends (0-based indices).
+    """
+    lam = np.asarray(lambdas, dtype=float)
+    s = np.asarray(s, dtype=float)
+    if lam.size == 1:
+        z = np.zeros(s.size, dtype=np.int64)
+        return z, z, np.ones(s.size)
+    k = lam.size
+    sfrac = (lam[0] - s) / (lam[0] - lam[-1])
+    ln = (lam[0] - lam) / (lam[0] - lam[-1])
+    sfrac = np.clip(sfrac, ln.min(), ln.max())
+    coord = np.interp(sfrac, ln, np.arange(k, dtype=float))
+    left = np.floor(coord).astype(np.int64)
+    right = np.ceil(coord).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = (sfrac - ln[right]) / (ln[left] - ln[right])
+    frac[left == right] = 1.0
+    frac[np.abs(ln[left] - ln[right]) < np.finfo(float).eps] = 1.0
+    return left, right, frac
+
+
+def _coefs_at(lambdas, B, s) -> np.ndarray:
+    """Coefficients of a path (``lambdas``, ``B``) at the lambdas ``s`` (predict.glmnet, exact=FALSE)."""
+    left, right, frac = lambda_interp(lambdas, s)
+    return frac[:, None] * B[left] + (1.0 - frac)[:, None] * B[right]
+
+
+def _fold_moments(X, y, w, fcode, K, dummies) -> list[_Moments]:
+    """Per-fold moments of the design ``[X, dummy block]`` and y.
+
+    ``dummies = (codes, sign, q)``: q extra columns, column k = sign_i * 1{codes_i == k}
+    (codes < 0: all zero). Their moments come from per-(fold, code) sums, so the cost is
+    O(n (p + 1)) rather than O(n (p + q)^2).
+    """
+    order = np.argsort(fcode, kind="stable")
+    A = np.column_stack([X, y])[order]
+    ws = w[order]
+    bounds = np.r_[0, np.cumsum(np.bincount(fcode, minlength=K))]
+    moms = [_Moments.of_augmented(A[bounds[k]:bounds[k + 1]], ws[bounds[k]:bounds[k + 1]])
+            for k in range(K)]
+    if dummies is None:
+        return moms
+    codes, sign, q = dummies
+    codes = np.asarray(codes, dtype=np.int64)
+    sign = np.asarray(sign, dtype=float)
+    p = X.shape[1]
+    on = codes >= 0
+    key = fcode[on] * q + codes[on]
+    wo = w[on]
+    so = sign[on]
+    size = K * q
+
+    def sums(v):
+        return np.bincount(key, weights=v, minlength=size).reshape(K, q)
+
+    Sd = sums(wo * so)                        # D'w
+    Sdd = sums(wo * so * so)                  # diag of D'WD
+    ws_ = wo * so
+    Sxd = np.stack([sums(ws_ * X[on, a]) for a in range(p)], axis=1) if p else np.zeros((K, 0, q))
+    Sdy = sums(ws_ * y[on])                   # D'Wy
+    out = []
+    for k, m in enumerate(moms):
+        Sxx = np.empty((p + q, p + q))
+        Sxx[:p, :p] = m.Sxx
+        Sxx[:p, p:] = Sxd[k]
+        Sxx[p:, :p] = Sxd[k].T
+        Sxx[p:, p:] = np.diag(Sdd[k])
+        out.append(_Moments(m.n, m.W, np.r_[m.Sx, Sd[k]], Sxx, m.Sy, m.Syy, np.r_[m.Sxy, Sdy[k]]))
+    return out
 
 
 def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, lambdas=None,
              nlambda: int = 100, lambda_min_ratio: float | None = None, standardize: bool = True,
-             tol: float = 1e-7, max_iter: int = 100_000) -> CVLasso:
+             tol: float = 1e-7, max_iter: int = 100_000, dummies=None) -> CVLasso:
     """``cv.glmnet(x, y, weights, offset, penalty.factor, foldid, intercept = FALSE)``, gaussian.
 
-    The full-data path fixes the lambda sequence; each fold is refitted on the other folds with
-    that sequence (its own weight normalisation and standardisation), the held-out weighted
-    squared errors are averaged with glmnet's grouped weighted mean (``cvm``), and ``lambda_min``
-    is the largest lambda at the minimum of ``cvm`` (never the 1-SE rule).
+    As glmnet 4.1 (``cv.glmnet.raw`` / ``buildPredmat`` with ``alignment = "lambda"``): the
+    full-data fit gives the lambda sequence; each fold is fitted on the other folds with its OWN
+    lambda sequence (own ``lambda_max``, own early stopping; a user-given ``lambdas`` is used by
+    every fit instead), and its held-out predictions at the full-data lambdas are interpolated
+    linearly in lambda between its own path values (``lambda.interp``; clamped at the ends). The
+    held-out weighted squared errors are averaged with glmnet's grouped weighted mean (``cvm``),
+    and ``lambda_min`` is the largest lambda at the minimum of ``cvm`` (never the 1-SE rule).
+    ``foldid``: one fold label per row (as R's ``foldid``; any labels, at least 3 folds).
+
+    ``dummies = (codes, sign, q)`` appends q columns ``sign * 1{codes == k}`` (k = 0..q-1) to
+    ``X`` without forming them (the WS-* site dummies); coefficients then have p + q entries.
     """
     X, y, w = _check_xyw(X, y, weights, offset)
     n, p = X.shape
@@ -331,14 +456,20 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, 
     K = folds.size
     if K < 3:
         raise MethodError(f"lasso: need at least 3 folds, got {K}")
-    vp = _rescale_penalty(penalty_factor, p)
-    # per-fold moments from contiguous row blocks; the total is their sum
-    order = np.argsort(fcode, kind="stable")
-    A = np.column_stack([X, y])[order]
-    ws = w[order]
-    bounds = np.r_[0, np.cumsum(np.bincount(fcode, minlength=K))]
-    fold_mom = [_Moments.of_augmented(A[bounds[k]:bounds[k + 1]], ws[bounds[k]:bounds[k + 1]])
-                for k in range(K)]
+    if dummies is not None:
+        codes, sign, q = dummies
+        codes = np.asarray(codes).ravel()
+        sign = np.asarray(sign, dtype=float).ravel()
+        if codes.shape[0] != n or sign.shape[0] != n:
+            raise MethodError(f"lasso: dummy codes/signs have {codes.shape[0]}/{sign.shape[0]} rows, X has {n}")
+        if codes.size and (codes.max() >= q):
+            raise MethodError(f"lasso: dummy code {int(codes.max())} out of range for {q} dummy columns")
+        dummies = (codes, sign, int(q))
+        ptot = p + int(q)
+    else:
+        ptot = p
+    vp = _rescale_penalty(penalty_factor, ptot)
+    fold_mom = _fold_moments(X, y, w, fcode.astype(np.int64), K, dummies)
     total = fold_mom[0]
     for fm in fold_mom[1:]:
         total = total + fm
@@ -347,10 +478,14 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, 
     nl = lam.size
     raw = np.empty((K, nl))
     Wk = np.empty(K)
+    fold_lams = []
     for k in range(K):
         fold = fold_mom[k]
         st_k = _standardise(total - fold, standardize)
-        _, Bk = _path(st_k, vp, n - fold.n, lam, nlambda, lambda_min_ratio, tol, max_iter)
+        lk, Bk = _path(st_k, vp, n - fold.n, lambdas, nlambda, lambda_min_ratio, tol, max_iter)
+        fold_lams.append(lk)
+        if lambdas is None:
+            Bk = _coefs_at(lk, Bk, lam)
         # held-out weighted squared error, from the fold's moments
         sse = fold.Syy - 2.0 * (Bk @ fold.Sxy) + np.sum((Bk @ fold.Sxx) * Bk, axis=1)
         Wk[k] = fold.W
@@ -362,7 +497,7 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, 
     cvsd = np.sqrt(np.sum(np.where(good, (raw - cvm) ** 2, 0.0) * wk, axis=0) / wk.sum(axis=0)
                    / np.maximum(Ngood - 1, 1))
     i = select_lambda_min(lam, cvm)
-    return CVLasso(lam, cvm, cvsd, i, float(lam[i]), B, B[i].copy(), foldid, vp)
+    return CVLasso(lam, cvm, cvsd, i, float(lam[i]), B, B[i].copy(), foldid, vp, fold_lams)
 
 
-__all__ = ["lasso_path", "cv_lasso", "CVLasso", "select_lambda_min"]
+__all__ = ["lasso_path", "cv_lasso", "CVLasso", "select_lambda_min", "lambda_interp"]

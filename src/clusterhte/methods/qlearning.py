@@ -133,12 +133,18 @@ def level2_columns(X: np.ndarray, codes: np.ndarray, J: int) -> np.ndarray:
     return np.all(lo == hi, axis=0)
 
 
-def _check_rank(D: np.ndarray, names: list[str], method: str):
-    """Pivoted QR of ``D``; raise MethodError naming aliased columns if it is rank deficient."""
+def _pivoted_qr(D: np.ndarray):
+    """(Q, R, piv, rank) of the pivoted QR of ``D``; rank with ``matrix_rank``'s tolerance
+    (largest |R_ii| x max(n, p) x eps)."""
     Qm, R, piv = scipy.linalg.qr(D, mode="economic", pivoting=True, check_finite=False)
     d = np.abs(np.diag(R))
     tol = d[0] * max(D.shape) * np.finfo(float).eps if d.size else 0.0
-    rank = int(np.sum(d > tol))
+    return Qm, R, piv, int(np.sum(d > tol))
+
+
+def _check_rank(D: np.ndarray, names: list[str], method: str, qr=None):
+    """Pivoted QR of ``D``; raise MethodError naming aliased columns if it is rank deficient."""
+    Qm, R, piv, rank = _pivoted_qr(D) if qr is None else qr
     if rank < D.shape[1]:
         bad = [names[i] for i in sorted(piv[rank:])]
         raise MethodError(f"method '{method}': the design is rank deficient; aliased column(s) {bad} "
@@ -166,9 +172,10 @@ def r_aliased(D: np.ndarray, tol: float = 1e-7) -> np.ndarray:
     return ~keep
 
 
-def _ols(D: np.ndarray, y: np.ndarray, names: list[str], method: str) -> np.ndarray:
-    """Least squares by the pivoted QR decomposition (R's ``lm`` uses a pivoted QR too)."""
-    Qm, R, piv = _check_rank(D, names, method)
+def _ols(D: np.ndarray, y: np.ndarray, names: list[str], method: str, qr=None) -> np.ndarray:
+    """Least squares by the pivoted QR decomposition (R's ``lm`` uses a pivoted QR too);
+    ``qr``: the decomposition of ``D`` when already computed."""
+    Qm, R, piv = _check_rank(D, names, method, qr)
     b = np.empty(D.shape[1])
     b[piv] = scipy.linalg.solve_triangular(R, Qm.T @ y, check_finite=False)
     return b
@@ -204,7 +211,8 @@ class _QLearner(Estimator):
         # moderator-by-treatment column is an error.
         D = self._model_design(d, P)
         off = 0 if self._model == "fe" else 1
-        if np.linalg.matrix_rank(D) < D.shape[1]:
+        qr = _pivoted_qr(D)
+        if qr[3] < D.shape[1]:
             alias = r_aliased(D)
             bad = [n for n, a in zip(([] if off == 0 else ["(Intercept)"]) + d.names, alias) if a]
             main_alias = alias[off:off + k]
@@ -219,19 +227,19 @@ class _QLearner(Estimator):
             info["main_effects"] = list(d.main_names)
             P = d.predictors
             k = d.X.shape[1]
+            D = self._model_design(d, P)
+            qr = None
         names = ["(Intercept)"] + d.names
         if self._model == "fe":
-            Pw = d.demean(P)
-            coef = _ols(Pw, d.demean(d.y), d.names + [], self.name)
+            coef = _ols(D, d.demean(d.y), d.names + [], self.name, qr)
             coef = np.r_[np.nan, coef]  # no intercept in the within model
         elif self._model == "ols":
-            Pm = d.demean(P) if self._demean_x else P
             yy = d.demean(d.y) if self._demean_y else d.y
-            coef = _ols(np.column_stack([np.ones(d.n), Pm]), yy, names, self.name)
+            coef = _ols(D, yy, names, self.name, qr)
         else:
-            Pm = d.demean(P) if self._demean_x else P
-            D = np.column_stack([np.ones(d.n), Pm])
-            _check_rank(D, names, self.name)
+            Pm = D[:, 1:]
+            if qr is None:
+                _check_rank(D, names, self.name)
             Z = np.column_stack([np.ones(d.n), Pm[:, k]]) if self._slope else None
             try:
                 res = fit_lmm(d.y, D, train.frame["cluster"].to_numpy(), Z, reml=self.reml)

@@ -50,7 +50,9 @@ Differences from the R code:
 
 * folds come from ``numpy.random.default_rng(random_state)`` (``sample(rep(1:5, length = n))`` in
   R), so they differ from R's for the same seed; the same ``random_state`` gives the same folds
-  for every variant, like the CCT script's ``set.seed(123)`` before each fit;
+  for every variant, like the CCT script's ``set.seed(123)`` before each fit. ``fit(train,
+  foldid=...)`` takes R's fold labels instead and then reproduces ``cv.glmnet`` fold for fold
+  (tests/test_weighting.py checks the decisions against glmnet 4.1-6 on Designs 1-4);
 * test rows of a cluster not seen in training get all cluster dummies 0 (the reference cluster's
   effect); the R code only ever predicts on training clusters;
 * the propensity is checked to be strictly inside (0, 1) per cluster with an error naming the
@@ -195,10 +197,30 @@ class _Weighting(Estimator):
         missing = [m for m in self.moderators_ if m not in data.frame.columns]
         if missing:
             raise MethodError(f"method '{self.name}': {data.name} lacks moderator column(s) {missing}")
-        x = data.X(self.moderators_)
-        if self._site_moderators:
-            x = np.column_stack([x, cluster_dummies(data.cluster, self.dummy_clusters_)])
-        return x
+        return data.X(self.moderators_)
+
+    def _dummy_codes(self, data: TrialData) -> np.ndarray:
+        """Position of each row's cluster among ``dummy_clusters_`` (-1: reference or unseen)."""
+        return pd.Index(self.dummy_clusters_).get_indexer(pd.Index(data.cluster))
+
+    def fit(self, train: TrialData, foldid=None) -> "_Weighting":
+        """Fit on ``train``. ``foldid`` (optional): one CV fold label per training row, as
+        ``cv.glmnet(foldid = )``, to reproduce an R analysis fold for fold; the folds are then
+        used for a single CV fit (no refits: the same folds give the same fit)."""
+        if foldid is not None:
+            f = np.asarray(foldid).ravel()
+            if f.shape[0] != train.n:
+                raise MethodError(f"method '{self.name}': foldid has {f.shape[0]} entries, "
+                                  f"{train.name} has {train.n} rows")
+            if f.dtype.kind == "f" and not np.all(np.isfinite(f)):
+                raise MethodError(f"method '{self.name}': foldid has missing or non-finite entries "
+                                  f"at rows {np.flatnonzero(~np.isfinite(f))[:8].tolist()}")
+            if np.unique(f).size < 3:
+                raise MethodError(f"method '{self.name}': foldid must have at least 3 folds, got "
+                                  f"{np.unique(f).size}")
+            foldid = f
+        self._foldid = foldid
+        return super().fit(train)
 
     # ------------------------------------------------------------------ fit / predict
     def _fit(self, train: TrialData) -> None:
@@ -207,7 +229,7 @@ class _Weighting(Estimator):
         if not moderators:
             raise MethodError(f"method '{self.name}': {train.name} declares no moderators; the "
                               "weighting estimators need at least one")
-        labels = pd.factorize(train.frame["cluster"], sort=True)[1]
+        codes, labels = pd.factorize(train.frame["cluster"], sort=True)
         self.moderators_ = moderators
         self.reference_cluster_ = _plain(labels[0])
         self.dummy_clusters_ = [_plain(c) for c in labels[1:]]
@@ -216,20 +238,28 @@ class _Weighting(Estimator):
         t = train.treatment
         w = np.where(t == 1, 1.0 / pi, 1.0 / (1.0 - pi))
         offset = self._offset(train)
-        x = self._moderator_matrix(train)
-        xt = (2.0 * t - 1.0)[:, None] * np.column_stack([np.ones(train.n), x])
+        sign = 2.0 * t - 1.0
+        xt = sign[:, None] * np.column_stack([np.ones(train.n), self._moderator_matrix(train)])
         n_dum = len(self.dummy_clusters_) if self._site_moderators else 0
+        # WS-*: the site-dummy columns sign * 1{cluster = j} enter through per-site sums
+        dummies = (codes - 1, sign, n_dum) if n_dum else None
         pf = self._penalty(moderators, n_dum)
         self.columns_ = ["Trt"] + list(moderators) + [f"cluster[{c}]" for c in self.dummy_clusters_[:n_dum]]
 
-        rng = np.random.default_rng(self.random_state)
-        base = np.resize(np.arange(1, self.nfolds + 1), train.n)
-        for k in range(1, self.max_refits + 1):
-            foldid = rng.permutation(base)
+        foldid = getattr(self, "_foldid", None)
+        if foldid is not None:
             cv = cv_lasso(xt, train.outcome, w, pf, foldid, offset=offset, nlambda=self.nlambda,
-                          lambda_min_ratio=self.lambda_min_ratio)
-            if np.any(cv.coef_min[1:] != 0):
-                break
+                          lambda_min_ratio=self.lambda_min_ratio, dummies=dummies)
+            k = 1
+        else:
+            rng = np.random.default_rng(self.random_state)
+            base = np.resize(np.arange(1, self.nfolds + 1), train.n)
+            for k in range(1, self.max_refits + 1):
+                foldid = rng.permutation(base)
+                cv = cv_lasso(xt, train.outcome, w, pf, foldid, offset=offset, nlambda=self.nlambda,
+                              lambda_min_ratio=self.lambda_min_ratio, dummies=dummies)
+                if np.any(cv.coef_min[1:] != 0):
+                    break
         self.cv_: CVLasso = cv
         self.n_fits_ = k
         self.coef_ = cv.coef_min.copy()
@@ -241,7 +271,12 @@ class _Weighting(Estimator):
 
     def _predict(self, test: TrialData) -> CateResult:
         x = self._moderator_matrix(test)
-        score = np.column_stack([np.ones(test.n), x]) @ self.coef_
+        m = 1 + x.shape[1]
+        score = np.column_stack([np.ones(test.n), x]) @ self.coef_[:m]
+        if self._site_moderators:
+            pos = self._dummy_codes(test)
+            site = np.r_[self.coef_[m:], 0.0]        # -1 (reference / unseen cluster) -> 0
+            score = score + site[pos]
         return CateResult(point=score, cutoff=0.0, larger_is_better=True,
                           info={"scale": "delta/2", "lambda_min": self.lambda_min_,
                                 "n_fits": self.n_fits_,

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy import optimize
@@ -163,8 +164,186 @@ def _lambda(theta: np.ndarray, q: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- criterion
+@numba.njit(cache=True)
+def _cluster_terms(Lam, ZtZ, ZtW):  # pragma: no cover - numba
+    """Per-cluster pieces of the criterion, looped over clusters (tiny q x q algebra).
+
+    Returns (Minv (J,q,q), LtS (J,q,q), sum_j log|M_j|, sum_j LtK_j' M_j^{-1} LtK_j) with
+    ``LtS = Lambda' Z_j'Z_j``, ``M_j = LtS Lambda + I``, ``LtK_j = Lambda' Z_j'[X_j, y_j]``.
+    """
+    J, q, _ = ZtZ.shape
+    m1 = ZtW.shape[2]
+    Minv = np.empty((J, q, q))
+    LtS = np.empty((J, q, q))
+    Csub = np.zeros((m1, m1))
+    ld = 0.0
+    M = np.empty((q, q))
+    LtK = np.empty((q, m1))
+    P = np.empty((q, m1))
+    for j in range(J):
+        for a in range(q):
+            for b in range(q):
+                acc = 0.0
+                for c in range(a, q):          # Lambda lower triangular: Lambda'[a, c] = Lam[c, a]
+                    acc += Lam[c, a] * ZtZ[j, c, b]
+                LtS[j, a, b] = acc
+        for a in range(q):
+            for b in range(q):
+                acc = 0.0
+                for c in range(b, q):
+                    acc += LtS[j, a, c] * Lam[c, b]
+                M[a, b] = acc + (1.0 if a == b else 0.0)
+        if q == 1:
+            ld += np.log(M[0, 0])
+            Minv[j, 0, 0] = 1.0 / M[0, 0]
+        elif q == 2:
+            det = M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]
+            ld += np.log(det)
+            Minv[j, 0, 0] = M[1, 1] / det
+            Minv[j, 1, 1] = M[0, 0] / det
+            Minv[j, 0, 1] = -M[0, 1] / det
+            Minv[j, 1, 0] = -M[1, 0] / det
+        else:
+            ld += np.log(np.linalg.det(M))
+            Minv[j] = np.linalg.inv(M)
+        for a in range(q):
+            for b in range(m1):
+                acc = 0.0
+                for c in range(a, q):
+                    acc += Lam[c, a] * ZtW[j, c, b]
+                LtK[a, b] = acc
+        for a in range(q):
+            for b in range(m1):
+                acc = 0.0
+                for c in range(q):
+                    acc += Minv[j, a, c] * LtK[c, b]
+                P[a, b] = acc
+        for a in range(m1):
+            for b in range(m1):
+                acc = 0.0
+                for c in range(q):
+                    acc += LtK[c, a] * P[c, b]
+                Csub[a, b] += acc
+    return Minv, LtS, ld, Csub
+
+
+@numba.njit(cache=True)
+def _gradient_matrix(Lam, Minv, LtS, ZtW, w, kr2, Ainv, use_ainv):  # pragma: no cover - numba
+    """``sum_j 2 (M^{-1} Lambda' S - B'T + B'T B Lambda' S)`` with ``B = Lambda M^{-1}``,
+    ``e = K w``, ``T = kr2 e e' (+ K_X A^{-1} K_X')`` (see :func:`_deviance`)."""
+    J, q, _ = Minv.shape
+    p = Ainv.shape[0]
+    D = np.zeros((q, q))
+    e = np.empty(q)
+    T = np.empty((q, q))
+    B = np.empty((q, q))
+    BtT = np.empty((q, q))
+    Qm = np.empty((q, q))
+    KA = np.empty((q, p))
+    for j in range(J):
+        for a in range(q):
+            acc = 0.0
+            for b in range(ZtW.shape[2]):
+                acc += ZtW[j, a, b] * w[b]
+            e[a] = acc
+        for a in range(q):
+            for b in range(q):
+                T[a, b] = kr2 * e[a] * e[b]
+        if use_ainv:
+            for a in range(q):
+                for b in range(p):
+                    acc = 0.0
+                    for c in range(p):
+                        acc += ZtW[j, a, c] * Ainv[c, b]
+                    KA[a, b] = acc
+            for a in range(q):
+                for b in range(q):
+                    acc = 0.0
+                    for c in range(p):
+                        acc += KA[a, c] * ZtW[j, b, c]
+                    T[a, b] += acc
+        for a in range(q):
+            for b in range(q):
+                acc = 0.0
+                for c in range(a + 1):       # Lam lower triangular: Lam[a, c] = 0 for c > a
+                    acc += Lam[a, c] * Minv[j, c, b]
+                B[a, b] = acc
+        for a in range(q):
+            for b in range(q):
+                acc = 0.0
+                for c in range(q):
+                    acc += B[c, a] * T[c, b]
+                BtT[a, b] = acc
+        for a in range(q):
+            for b in range(q):
+                acc = 0.0
+                for c in range(q):
+                    acc += BtT[a, c] * B[c, b]
+                Qm[a, b] = acc
+        for a in range(q):
+            for b in range(q):
+                acc = 0.0
+                for c in range(q):
+                    acc += (Minv[j, a, c] + Qm[a, c]) * LtS[j, c, b]
+                D[a, b] += 2.0 * (acc - BtT[a, b])
+    return D
+
+
 def _deviance(theta: np.ndarray, st: _Stats, reml: bool, grad: bool = True, full: bool = False):
     """Profiled deviance ``-2 log L(theta)`` and its gradient (or the full solution if ``full``).
+
+    Gradient (for each cluster, ``S = Z_j'Z_j``, ``K = Z_j'[X_j, y_j]``, ``B = Lambda M^{-1}``,
+    ``w = (-beta, 1)``, ``e = K w = Z_j'(y_j - X_j beta)``, ``H = K_X A^{-1} K_X'`` with
+    ``A = X'H^{-1}X`` (REML only), ``T = H + (k/r2) e e'``, ``Q = B'TB``)::
+
+        d dev / d Lambda = sum_j 2 (M^{-1} Lambda' S - B'T + Q Lambda' S)'
+
+    from ``d log|M| = 2 tr(M^{-1} Lambda' S dLambda)``, ``d r2 = w' dC w``,
+    ``d log|A| = tr(A^{-1} dA)`` and ``dC = -sum_j K' d(Lambda M^{-1} Lambda') K``.
+    The per-cluster sums run in compiled loops (:func:`_cluster_terms`, :func:`_gradient_matrix`);
+    :func:`_deviance_numpy` is the same computation in batched numpy (tests compare the two).
+    """
+    if full:
+        return _deviance_numpy(theta, st, reml, grad=grad, full=True)
+    q, p, n = st.q, st.p, st.n
+    Lam = _lambda(np.asarray(theta, dtype=float), q)
+    Minv, LtS, ld_M, Csub = _cluster_terms(Lam, st.ZtZ, st.ZtW)
+    C = st.WtW - Csub
+    C = 0.5 * (C + C.T)
+    try:
+        R = np.linalg.cholesky(C)
+    except np.linalg.LinAlgError:
+        return (np.inf, np.zeros_like(theta)) if grad else np.inf
+    dR = np.diag(R)
+    r2 = dR[p] ** 2
+    if not np.isfinite(r2) or r2 <= 0 or not np.isfinite(ld_M):
+        return (np.inf, np.zeros_like(theta)) if grad else np.inf
+    k = n - p if reml else n
+    ld_A = 2.0 * float(np.sum(np.log(dR[:p])))
+    dev = ld_M + k * (1.0 + _LOG2PI + np.log(r2 / k))
+    if reml:
+        dev += ld_A
+    if not grad:
+        return dev
+    Rp = R[:p, :p]
+    beta = solve_triangular(Rp, R[p, :p], trans="T", lower=True, check_finite=False)
+    w = np.r_[-beta, 1.0]
+    use_ainv = bool(reml and p)
+    if use_ainv:
+        Rinv = solve_triangular(Rp, np.eye(p), lower=True, check_finite=False)
+        Ainv = Rinv.T @ Rinv
+    else:
+        Ainv = np.zeros((p, p))
+    D = _gradient_matrix(Lam, Minv, LtS, st.ZtW, w, k / r2, Ainv, use_ainv)
+    r, c = _tril_index(q)
+    return dev, D.T[r, c]
+
+
+# --------------------------------------------------------------------------- criterion
+def _deviance_numpy(theta: np.ndarray, st: _Stats, reml: bool, grad: bool = True, full: bool = False):
+    """Batched-numpy form of :func:`_deviance` (the reference its compiled loops are tested against).
+
+    Profiled deviance ``-2 log L(theta)`` and its gradient (or the full solution if ``full``).
 
     Gradient (for each cluster, ``S = Z_j'Z_j``, ``K = Z_j'[X_j, y_j]``, ``B = Lambda M^{-1}``,
     ``w = (-beta, 1)``, ``e = K w = Z_j'(y_j - X_j beta)``, ``H = K_X A^{-1} K_X'`` with

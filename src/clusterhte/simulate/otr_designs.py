@@ -94,6 +94,26 @@ def _units(design: Design, J: int, n: int, R, U1, rng) -> dict[str, np.ndarray]:
     return out
 
 
+def _replicate_arrays(d: Design, J: int, n: int, rng: np.random.Generator, n_test: int,
+                      max_redraws: int) -> dict[str, np.ndarray]:
+    for redraws in range(max_redraws):
+        R = rng.normal(0.0, d.r_sd, J)
+        U1 = rng.standard_normal(J)
+        tr = _units(d, J, n, R, U1, rng)
+        share = np.bincount(tr["cluster"], weights=tr["treatment"], minlength=J) / n
+        if np.all((share > 0) & (share < 1)):
+            break
+    else:  # pragma: no cover - practically unreachable for the paper's designs
+        raise RuntimeError(f"no training draw with both arms in every cluster after {max_redraws} tries")
+    te = _units(d, J, n_test, R, U1, rng)
+    ntr, nte = J * n, J * n_test
+    out = {"split": np.repeat(np.array(["train", "test"], dtype=object), [ntr, nte]),
+           "row": np.r_[np.arange(ntr), np.arange(nte)]}
+    out.update({k: np.concatenate([tr[k], te[k]]) for k in tr})
+    out["redraws"] = np.full(ntr + nte, redraws, dtype=np.int64)
+    return out
+
+
 def simulate_replicate(design: str | Design, J: int, n: int, rng: np.random.Generator,
                        n_test: int | None = None, max_redraws: int = 10_000) -> pd.DataFrame:
     """One replicate: training rows (``split='train'``) and test rows (``split='test'``).
@@ -105,36 +125,31 @@ def simulate_replicate(design: str | Design, J: int, n: int, rng: np.random.Gene
     if J < 2 or n < 2:
         raise ValueError(f"need J >= 2 clusters and n >= 2 per cluster, got J={J}, n={n}")
     n_test = n if n_test is None else n_test
-    for redraws in range(max_redraws):
-        R = rng.normal(0.0, d.r_sd, J)
-        U1 = rng.standard_normal(J)
-        tr = _units(d, J, n, R, U1, rng)
-        share = np.bincount(tr["cluster"], weights=tr["treatment"], minlength=J) / n
-        if np.all((share > 0) & (share < 1)):
-            break
-    else:  # pragma: no cover - practically unreachable for the paper's designs
-        raise RuntimeError(f"no training draw with both arms in every cluster after {max_redraws} tries")
-    te = _units(d, J, n_test, R, U1, rng)
-    frames = []
-    for split, u in (("train", tr), ("test", te)):
-        f = pd.DataFrame(u)
-        f.insert(0, "row", np.arange(len(f)))
-        f.insert(0, "split", split)
-        frames.append(f)
-    out = pd.concat(frames, ignore_index=True)
-    out["redraws"] = redraws
-    return out
+    return _frame(_replicate_arrays(d, J, n, rng, n_test, max_redraws))
+
+
+def _frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    f = pd.DataFrame(cols, copy=False)
+    f["split"] = f["split"].astype(str)
+    return f
 
 
 def simulate_chunk(design: str, J: int, n: int, reps, root_seed: int, study: str = "otr") -> pd.DataFrame:
-    """Replicates ``reps`` of one cell; replicate r always gets the stream (study, cell, r)."""
+    """Replicates ``reps`` of one cell; replicate r always gets the stream (study, cell, r).
+
+    The replicates' columns are concatenated as arrays and framed once (no per-replicate frames).
+    """
+    d = get_design(design)
+    if J < 2 or n < 2:
+        raise ValueError(f"need J >= 2 clusters and n >= 2 per cluster, got J={J}, n={n}")
     cell = cell_name(design, J, n)
     parts = []
     for r in reps:
-        f = simulate_replicate(design, J, n, seeds.rng(root_seed, study, cell, "simulate", int(r)))
-        f.insert(0, "rep", int(r))
-        parts.append(f)
-    return pd.concat(parts, ignore_index=True)
+        a = _replicate_arrays(d, J, n, seeds.rng(root_seed, study, cell, "simulate", int(r)), n, 10_000)
+        parts.append({"rep": np.full(a["row"].size, int(r), dtype=np.int64), **a})
+    if not parts:
+        raise ValueError("simulate_chunk: no replicates requested")
+    return _frame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
 
 def trial_from_replicate(df: pd.DataFrame, split: str) -> TrialData:

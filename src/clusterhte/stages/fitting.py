@@ -34,7 +34,7 @@ def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialDat
     CateResult}) before they are tabulated (e.g. for outcome diagnostics and draws).
     """
     params = with_threads(method, params, threads)
-    parts = []
+    cols: dict[str, list] = {c: [] for c in FIT_COLUMNS}
     for i, (rep, train, preds) in enumerate(replicates):
         seed = seeds.int_seed(root_seed, study, cell, int(rep), method)
         t0 = time.perf_counter()
@@ -55,26 +55,33 @@ def fit_replicates(replicates: Iterable[tuple[int, TrialData, dict[str, TrialDat
         secs = time.perf_counter() - t0
         for split, td in preds.items():
             n = td.n
-            base = {"rep": np.full(n, int(rep)), "split": split, "row": np.arange(n), "seconds": secs}
+            cols["rep"].append(np.full(n, int(rep), dtype=np.int64))
+            cols["split"].append(np.full(n, split, dtype=object))
+            cols["row"].append(np.arange(n, dtype=np.int64))
+            cols["seconds"].append(np.full(n, secs))
             if err is None:
                 r = results[split]
                 r.larger_is_better = larger_is_better
                 ate, alo, ahi = r.ate()
-                parts.append(pd.DataFrame({**base, "cate": r.point, "lower": r.lower, "upper": r.upper,
-                                           "decision": r.decision.astype("int8"), "failed": np.int8(0),
-                                           "error": "", "ate": ate, "ate_lower": alo, "ate_upper": ahi}))
+                vals = {"cate": r.point, "lower": r.lower, "upper": r.upper,
+                        "decision": r.decision.astype("int8"), "failed": np.zeros(n, dtype=np.int8),
+                        "error": np.full(n, "", dtype=object), "ate": np.full(n, ate, dtype=float),
+                        "ate_lower": np.full(n, alo, dtype=float), "ate_upper": np.full(n, ahi, dtype=float)}
             else:
                 nan = np.full(n, np.nan)
-                parts.append(pd.DataFrame({**base, "cate": nan, "lower": nan, "upper": nan,
-                                           "decision": np.int8(-1), "failed": np.int8(1), "error": err,
-                                           "ate": np.nan, "ate_lower": np.nan, "ate_upper": np.nan}))
+                vals = {"cate": nan, "lower": nan, "upper": nan, "decision": np.full(n, -1, dtype=np.int8),
+                        "failed": np.ones(n, dtype=np.int8), "error": np.full(n, err, dtype=object),
+                        "ate": nan, "ate_lower": nan, "ate_upper": nan}
+            for c, v in vals.items():
+                cols[c].append(np.broadcast_to(np.asarray(v), (n,)))
         status = "FAILED " + err if err else "ok"
         of = f"/{total}" if total else ""
         print(f"[{study} fit {method} {cell}] replicate {rep} ({i + 1}{of}) {secs:.3f} s {status}",
               file=log, flush=True)
-    out = pd.concat(parts, ignore_index=True)[FIT_COLUMNS]
-    out["rep"] = out["rep"].astype("int64")
-    out["row"] = out["row"].astype("int64")
+    # one frame for the whole chunk (per-replicate frames and a concat cost more than the fits)
+    out = pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()})
+    for c in ("split", "error"):
+        out[c] = out[c].astype(str)
     return out
 
 
@@ -101,3 +108,45 @@ def n_chunks(replicates: int, reps_per_chunk: int) -> int:
 def iter_by_rep(df: pd.DataFrame) -> Iterator[tuple[int, pd.DataFrame]]:
     for rep, g in df.groupby("rep", sort=True):
         yield int(rep), g
+
+
+def chunk_provenance(*, rule: str, config: dict, seed=None, extra: dict | None = None):
+    """Provenance records for the chunk files of a job that writes several chunks.
+
+    Returns ``record(inputs, **config_items)``: the job-wide part (package, libraries, config) is
+    built once; each chunk's record lists only the input files that chunk was made from, with
+    their sha256, and adds ``config_items`` (e.g. the chunk number) to the config.
+    """
+    from clusterhte import io
+
+    base = io.provenance(rule=rule, inputs=(), config=config, seed=seed, extra=extra)
+
+    def record(inputs=(), **config_items) -> dict:
+        rec = dict(base)
+        if config_items:
+            cfg = dict(config, **config_items)
+            rec["config"] = cfg
+            rec["config_hash"] = io.config_hash(cfg)
+        rec["inputs"] = [{"path": str(p), "sha256": io.sha256_file(p)} for p in inputs]
+        return rec
+
+    return record
+
+
+def limit_threads(threads: int = 1):
+    """Give BLAS/OpenMP exactly ``threads`` threads in this process, also after numpy is loaded.
+
+    ``clusterhte.smk.limit_threads`` sets the environment variables, which OpenBLAS reads only
+    when numpy is first imported -- and importing ``clusterhte.smk`` already imports numpy (via
+    pandas/pyarrow), so in a workflow script the variables alone come too late. This sets them for
+    child processes and limits the loaded pools with threadpoolctl. Returns the controller
+    (``.restore_original_limits()`` undoes it).
+    """
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    n = max(1, int(threads))
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[v] = str(n)
+    return threadpool_limits(limits=n)

@@ -1,14 +1,33 @@
-"""Stages of the multisite-OTR simulation study: simulate, fit, evaluate, aggregate."""
+"""Stages of the multisite-OTR simulation study: simulate, fit, evaluate, aggregate.
+
+Job granularity (workflow/rules/*.smk): one simulate job and one evaluate job per design cell, and
+one fit job per method x cell; each job streams the cell's chunk files one at a time, so memory
+stays at one chunk and the per-job cost of starting Python is paid 16 + 14 x 16 + 16 times instead
+of once per chunk. Chunk files (``results/{sim,fits,metrics}/otr/.../chunk{k}.parquet``) keep
+their contract; a method's hyperparameters still reach only its own fit jobs.
+
+The fit path reads only the columns a fit needs, with pyarrow, and builds the per-replicate
+:class:`TrialData` from numpy slices without the per-table pandas validation: the simulator's
+output is checked once per chunk, vectorised (:func:`check_chunk`), for the same conditions
+``TrialData.validate`` checks (finite values, 0/1 treatment, both arms in every training
+cluster).
+"""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import pandas as pd
 
+from clusterhte.data.trial import TrialData, TrialDataError
 from clusterhte.evaluate import otr_metrics
 from clusterhte.simulate import otr_designs
-from clusterhte.stages.fitting import chunk_reps, fit_replicates, iter_by_rep
+from clusterhte.stages.fitting import chunk_reps, fit_replicates
+
+FIT_INPUT_COLUMNS = ["rep", "split", "row", "cluster", "treatment", "outcome", *otr_designs.COVARIATES]
 
 
 def simulate(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int) -> pd.DataFrame:
@@ -16,18 +35,132 @@ def simulate(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int)
     return otr_designs.simulate_chunk(design, J, n, chunk_reps(replicates, reps_per_chunk, k), seed)
 
 
-def fit(sim: pd.DataFrame, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
+def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Columns of a simulated chunk as numpy arrays (``split`` as a boolean ``is_test``)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from clusterhte import io
+
+    io._check_parquet(Path(path))
+    cols = list(columns or FIT_INPUT_COLUMNS)
+    tb = pq.read_table(path, columns=cols)
+    out = {}
+    for c in cols:
+        if c == "split":
+            out["is_test"] = pc.equal(tb.column("split"), "test").to_numpy(zero_copy_only=False)
+        else:
+            out[c] = tb.column(c).to_numpy()
+    return out
+
+
+read_sim = read_sim_columns
+
+
+def read_truth(path) -> pd.DataFrame:
+    """The test rows of a simulated chunk with their true benefit: rep, split, row, delta."""
+    import pyarrow.parquet as pq
+
+    from clusterhte import io
+
+    io._check_parquet(Path(path))
+    tb = pq.read_table(path, columns=["rep", "row", "delta"], filters=[("split", "==", "test")])
+    out = pd.DataFrame({c: tb.column(c).to_numpy() for c in ("rep", "row", "delta")})
+    out.insert(1, "split", pd.Categorical(np.full(len(out), "test")))
+    return out
+
+
+FIT_EVAL_COLUMNS = ["rep", "row", "cate", "decision", "failed", "seconds"]
+
+
+def read_fit(path) -> pd.DataFrame:
+    """The columns of a fit chunk the evaluation uses."""
+    from clusterhte import io
+
+    return io.read_parquet(path, columns=FIT_EVAL_COLUMNS)
+
+
+def _as_arrays(sim) -> dict[str, np.ndarray]:
+    if isinstance(sim, dict):
+        return sim
+    missing = [c for c in FIT_INPUT_COLUMNS if c not in sim.columns]
+    if missing:
+        raise ValueError(f"simulated OTR chunk lacks column(s) {missing}")
+    out = {c: sim[c].to_numpy() for c in FIT_INPUT_COLUMNS if c != "split"}
+    out["is_test"] = (sim["split"] == "test").to_numpy()
+    return out
+
+
+def check_chunk(a: dict[str, np.ndarray], name: str = "simulated chunk") -> None:
+    """Vectorised form of ``TrialData.validate`` for a whole simulated chunk."""
+    for c in ["outcome", "treatment", *otr_designs.COVARIATES]:
+        bad = ~np.isfinite(a[c].astype(float))
+        if bad.any():
+            raise TrialDataError(f"{name}: column '{c}' has missing or infinite values at rows "
+                                 f"{np.flatnonzero(bad)[:8].tolist()}")
+    t = a["treatment"].astype(float)
+    bad = (t != 0) & (t != 1)
+    if bad.any():
+        raise TrialDataError(f"{name}: column 'treatment' must be 0/1 at rows {np.flatnonzero(bad)[:8].tolist()}")
+    tr = ~a["is_test"]
+    rep_codes, _ = pd.factorize(a["rep"][tr])
+    cl_codes, cl_labels = pd.factorize(a["cluster"][tr])
+    key = rep_codes.astype(np.int64) * len(cl_labels) + cl_codes
+    n1 = np.bincount(key, weights=t[tr])
+    nj = np.bincount(key)
+    used = nj > 0
+    bad = used & ((n1 == 0) | (n1 == nj))
+    if bad.any():
+        raise TrialDataError(f"{name}: {int(bad.sum())} training cluster(s) have only one arm "
+                             "(every training cluster needs both)")
+
+
+def _trial(a: dict[str, np.ndarray], sl: slice, split: str) -> TrialData:
+    cols = {c: a[c][sl] for c in ["cluster", "treatment", "outcome", *otr_designs.COVARIATES]}
+    frame = pd.DataFrame(cols, copy=False)
+    return TrialData(frame, "multisite", otr_designs.COVARIATES, (), otr_designs.MODERATORS,
+                     name=f"otr {split}")
+
+
+def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, dict[str, TrialData]]]:
+    """(rep, train, {"test": test}) per replicate of a chunk, rows of each split in ``row`` order.
+
+    ``sim``: a simulated chunk (DataFrame) or :func:`read_sim_columns` arrays.
+    """
+    a = _as_arrays(sim)
+    if check:
+        check_chunk(a)
+    # order rows by (rep, split, row); a chunk as written is already in this order
+    key_rep, key_test, key_row = a["rep"], a["is_test"], a["row"]
+    n = key_rep.size
+    ordered = n < 2 or bool(np.all((np.diff(key_rep) > 0) | ((np.diff(key_rep) == 0) & (
+        (np.diff(key_test.astype(np.int8)) > 0) | ((np.diff(key_test.astype(np.int8)) == 0) & (np.diff(key_row) > 0))))))
+    if not ordered:
+        order = np.lexsort((key_row, key_test, key_rep))
+        a = {c: v[order] for c, v in a.items()}
+    bounds = np.flatnonzero(np.r_[True, (np.diff(a["rep"]) != 0) | (np.diff(a["is_test"].astype(np.int8)) != 0), True])
+    blocks = {}
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        blocks.setdefault(int(a["rep"][s]), {})["test" if a["is_test"][s] else "train"] = slice(s, e)
+    for rep in sorted(blocks):
+        b = blocks[rep]
+        if "train" not in b or "test" not in b:
+            raise ValueError(f"replicate {rep} of the simulated chunk lacks its "
+                             f"{'train' if 'train' not in b else 'test'} rows")
+        yield rep, _trial(a, b["train"], "train"), {"test": _trial(a, b["test"], "test")}
+
+
+def fit(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
         threads: int = 1) -> pd.DataFrame:
-    reps = [(rep, otr_designs.trial_from_replicate(g, "train"),
-             {"test": otr_designs.trial_from_replicate(g, "test")}) for rep, g in iter_by_rep(sim)]
+    """Scores of ``method`` on the test split of every replicate of a chunk (fit table contract)."""
+    reps = list(iter_replicates(sim))
     return fit_replicates(reps, study="otr", cell=cell, method=method, params=params, root_seed=seed,
                           log=log, total=len(reps), threads=threads)
 
 
 def evaluate(sim: pd.DataFrame, fits: dict[str, pd.DataFrame], rank: str = "spearman") -> pd.DataFrame:
     """Metrics of every method's fits of one chunk; ``fits`` maps method name -> fit table."""
-    allf = pd.concat([f.assign(method=m) for m, f in fits.items()], ignore_index=True)
-    return otr_metrics.evaluate_chunk(allf, sim, rank=rank)
+    return otr_metrics.evaluate_methods(fits, sim, rank=rank)
 
 
 def collect(metric_tables: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
