@@ -28,7 +28,9 @@ def test_settings_are_the_sheets():
         for m in ("ribart", "cf", "gpboost", "lmm"):
             assert cli.fit_settings(m, settings, ROOT / "config") == chconfig.method_params(mcfg, trials, m)
     quick, paper = cli.fit_settings("ribart", "quick"), cli.fit_settings("ribart", "paper")
-    assert quick["num_mcmc"] == 100 and paper == dict(sorted(mcfg["ribart"].items()))
+    quick_override = chconfig.load_yaml(ROOT / "config/config.yaml")["trials"]["method_overrides"]["ribart"]
+    assert quick["num_mcmc"] == quick_override["num_mcmc"] != mcfg["ribart"]["num_mcmc"]
+    assert paper == dict(sorted(mcfg["ribart"].items()))
 
 
 def test_cli_reads_edits_to_methods_yaml(tmp_path, monkeypatch):
