@@ -44,3 +44,12 @@ def test_counters_removed_after_the_fit():
     with cli.Heartbeat("fit: merf", method="merf", params={"n_bootstrap": 3}, interval=60):
         assert em_trees.resample_clusters is not before
     assert bootstrap.resample_clusters is before and em_trees.resample_clusters is before
+
+
+def test_mcmc_chains_with_time_left(tmp_path, capsys):
+    args = ARGS[:ARGS.index("--method")]
+    assert cli.main(["fit", *args, "--method", "mixedbart", "--param", "num_chains=3", "--param",
+                     "num_burnin=5", "--param", "num_mcmc=5", "--param", "num_trees=5",
+                     "--out", str(tmp_path / "c.parquet")]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"MCMC chain 2/3 done, \S+ elapsed, about \S+ left", err), err

@@ -286,12 +286,13 @@ def _fmt_secs(t: float) -> str:
 # refit loops that can be counted from outside the estimator: (module, function, hyperparameter
 # giving the number of calls, what one call is)
 REFIT_COUNTERS = (("clusterhte.methods.bootstrap", "resample_clusters", "n_bootstrap", "bootstrap refit"),
-                  ("clusterhte.methods.causal_forest", "cluster_half_sample", "n_half_samples", "half-sample"))
+                  ("clusterhte.methods.causal_forest", "cluster_half_sample", "n_half_samples", "half-sample"),
+                  ("clusterhte.methods.bart", "run_chain", "num_chains", "MCMC chain"))
 
 
 class Heartbeat:
     """Progress of one long fit on ``stream``: each counted refit (cluster-bootstrap refits,
-    causal-forest half-samples) with the time left estimated from the mean time per refit so far,
+    causal-forest half-samples, the chains of the BART family) with the time left estimated from the mean time per refit so far,
     and a line every ``interval`` seconds while nothing else is reported (MCMC chains, the main fit).
 
     The refits are counted by wrapping, for the duration of the fit, the module-level helper each
