@@ -50,7 +50,7 @@ correlation 0.87 and CATE SD 0.29 (was 0.02 / 0.02), linear and nonlinear CATE S
 (was 0.30 / 0.12); pointwise coverage 0.80 / 0.77 (was 0.54 / 0.41): better, still below 0.95,
 because the early-stopped, calibrated effect model is shrunk toward the ATE.
 
-Intervals: normal intervals (point ± 1.96 SD) of ``n_bootstrap`` cluster-bootstrap refits
+Intervals: point ± t_{B-1} quantile × SD of ``n_bootstrap`` (B) cluster-bootstrap refits
 (clusters resampled within arm); every refit repeats the folds, the CV choice of both round
 counts and the calibration. GPBoost itself gives no intervals for the tree part. ``0`` gives NaN.
 """
