@@ -18,6 +18,9 @@ from workflow_utils import snakemake, workdir
 HAVE_TASSH = (SHARED / "data" / "tassh" / "bp_ghana.rda").is_file()
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 REPORTS = (["tassh"] if HAVE_TASSH else []) + ["cct_synthetic", "example_crt"]
+# TASSH with one method of each interval kind (t, posterior draws, half-samples, bootstrap) keeps
+# the suite within its CI budget; `make run` analyses TASSH with all eleven
+TASSH_METHODS = ["lmm", "gamm", "ribart", "cf", "mermboost"]
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,8 @@ def finished(tmp_path_factory):
         cfg.pop(study)
     if not HAVE_TASSH:
         cfg.pop("tassh")
+    else:
+        cfg["tassh"]["methods"] = TASSH_METHODS
     cfg["shared_dir"] = str(SHARED)
     wd = workdir(tmp_path_factory.mktemp("reports"), cfg)
     r = snakemake(wd, *[f"results/reports/{name}.html" for name in REPORTS], timeout=1500)
@@ -52,7 +57,7 @@ def test_tassh_tables(finished):
     assert ex["patients"].iloc[0] == 757 and ex["sites"].iloc[0] == 32
     assert ex[["patients", "control", "intervention"]].iloc[-1].tolist() == [641, 318, 323]
     ate = pd.read_csv(finished / "results/tables/tassh/ate.csv")
-    assert set(ate["method"]) == set(DEFAULT["tassh"]["methods"])
+    assert set(ate["method"]) == set(TASSH_METHODS)
     assert np.isfinite(ate["ate"]).all()
 
 
