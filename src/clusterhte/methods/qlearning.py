@@ -56,6 +56,7 @@ import scipy.sparse as sp
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
+from clusterhte.mixed.design import independent_columns
 from clusterhte.mixed.reml import LMMError, fit_lmm
 
 __all__ = ["QBase", "QFe", "QRi", "QRs", "QDm", "QDmRi", "QDmRs", "level2_columns", "QDesign",
@@ -153,23 +154,11 @@ def _check_rank(D: np.ndarray, names: list[str], method: str, qr=None):
 
 
 def r_aliased(D: np.ndarray, tol: float = 1e-7) -> np.ndarray:
-    """Columns R's ``lm`` would report as aliased (NA): a column is aliased when its residual
-    after projection on the earlier kept columns is below ``tol`` times its norm (LINPACK
-    ``dqrdc2``'s limited pivoting keeps earlier columns and moves later collinear ones to the end).
-    The loop runs over the (few) columns, each step one least-squares projection."""
-    n, p = D.shape
-    keep = np.zeros(p, dtype=bool)
-    Q = np.zeros((n, 0))
-    for j in range(p):
-        c = D[:, j]
-        nrm = np.linalg.norm(c)
-        r = c - Q @ (Q.T @ c)
-        r = r - Q @ (Q.T @ r)  # re-orthogonalise once for stability
-        rn = np.linalg.norm(r)
-        if nrm > 0 and rn > tol * nrm:
-            keep[j] = True
-            Q = np.column_stack([Q, r / rn])
-    return ~keep
+    """Columns R's ``lm`` would report as aliased (NA): the in-order rank test of LINPACK
+    ``dqrdc2`` (earlier columns kept, a later column aliased when its residual after projection on
+    the kept ones is below ``tol`` times its norm), shared with the LMM/GAMM
+    (:func:`clusterhte.mixed.design.independent_columns`)."""
+    return ~independent_columns(D, tol)
 
 
 def _ols(D: np.ndarray, y: np.ndarray, names: list[str], method: str, qr=None) -> np.ndarray:
