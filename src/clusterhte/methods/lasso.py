@@ -54,6 +54,18 @@ MNLAM = 5        # glmnet.control()$mnlam
 # --------------------------------------------------------------------------------------------
 # coordinate-descent kernel (p-space, covariance updates)
 # --------------------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _coordinate(u, xv_k, vp_k, lam):  # pragma: no cover - numba
+    """glmnet's coordinate update: the soft-thresholded ``u / xv_k`` (no threshold when the
+    column is unpenalised, ``vp_k <= 0``)."""
+    if vp_k <= 0.0:
+        return u / xv_k
+    v = abs(u) - vp_k * lam
+    if v > 0.0:
+        return (v if u > 0 else -v) / xv_k
+    return 0.0
+
+
 @numba.njit(cache=True)
 def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no cover - numba
     """Lasso path on the standardised scale, in the order of glmnet's ``elnet1`` (covariance).
@@ -89,14 +101,7 @@ def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no c
                 if ju[k] == 0:
                     continue
                 ak = b[k]
-                u = g[k] + ak * xv[k]
-                if vp[k] <= 0.0:
-                    nb = u / xv[k]
-                else:
-                    v = abs(u) - vp[k] * lam
-                    nb = 0.0
-                    if v > 0.0:
-                        nb = (v if u > 0 else -v) / xv[k]
+                nb = _coordinate(g[k] + ak * xv[k], xv[k], vp[k], lam)
                 b[k] = nb
                 if nb == ak:
                     continue
@@ -122,14 +127,7 @@ def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no c
                 for l in range(nin):
                     k = ia[l]
                     ak = b[k]
-                    u = g[k] + ak * xv[k]
-                    if vp[k] <= 0.0:
-                        nb = u / xv[k]
-                    else:
-                        v = abs(u) - vp[k] * lam
-                        nb = 0.0
-                        if v > 0.0:
-                            nb = (v if u > 0 else -v) / xv[k]
+                    nb = _coordinate(g[k] + ak * xv[k], xv[k], vp[k], lam)
                     b[k] = nb
                     if nb == ak:
                         continue
