@@ -29,6 +29,9 @@ def bad(path, value):
     (["reps_per_chunk"], 0, "reps_per_chunk"),
     (["otr", "sizes"], [[25]], "otr.sizes[0]"),
     (["otr", "rank_correlation"], "pearson", "otr.rank_correlation"),
+    (["validation"], {"folds": 1}, "validation.folds"),
+    (["validation"], {"boot": "many"}, "validation.boot"),
+    (["validation"], {"fold": 5}, "validation"),
 ])
 def test_bad_config_names_key(path, value, key):
     with pytest.raises(chconfig.ConfigError) as e:
