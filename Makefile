@@ -30,11 +30,13 @@ run: $(STAMP)
 report: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --config shared_dir=$(SHARED) --report results/report.html
 
+# The suite runs on $(CORES) worker processes, a test file per worker at a time (module fixtures
+# such as the report workflow are built once).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(CORES) --dist loadfile
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -s -m slow -p no:xdist
 
 test-slurm: $(STAMP)
 	$(BIN)/python -m pytest -q -m slurm -s
