@@ -433,3 +433,10 @@ def test_cluster_against_row_subsampling_20_replicates():
         assert cl["pehe"] < row["pehe"]
         if sc == "null":
             assert cl["cate_sd"] < 0.25 <= row["cate_sd"] + 0.05
+
+
+def test_threads_do_not_change_the_forest():
+    X, w, y, codes, strata = _honest_forest_data(6)
+    one = ClusterHonestForest(16, 3, 0.5, n_jobs=1, random_state=2).fit(X, w, y, codes, strata)
+    two = ClusterHonestForest(16, 3, 0.5, n_jobs=2, random_state=2).fit(X, w, y, codes, strata)
+    np.testing.assert_array_equal(one.predict(X), two.predict(X))

@@ -177,7 +177,8 @@ class ClusterHonestForest:
     """
 
     def __init__(self, n_estimators: int, min_samples_leaf: int = 5, fraction: float = 0.5,
-                 min_balancedness_tol: float = 0.45, random_state: int = 0):
+                 min_balancedness_tol: float = 0.45, n_jobs: int = 1, random_state: int = 0):
+        self.n_jobs = int(n_jobs)
         self.n_estimators = int(n_estimators)
         self.min_samples_leaf = int(min_samples_leaf)
         self.fraction = float(fraction)
@@ -201,8 +202,8 @@ class ClusterHonestForest:
         seeds = rng.integers(np.iinfo(np.int32).max, size=(self.n_estimators, 3))
         msl = self.min_samples_leaf
         criterion = CRITERIA_GRF["mse"]
-        self.estimators_ = []
-        for t in range(self.n_estimators):                # one Cython tree build per tree
+
+        def grow_tree(t: int):
             rows_grow = np.flatnonzero(grow[t][codes]).astype(np.intp)
             rows_est = np.flatnonzero(estimate[t][codes]).astype(np.intp)
             splitter = BestSplitter(criterion(2, 1, p, 1, n, rows_grow.size, int(seeds[t, 0])),
@@ -210,10 +211,17 @@ class ClusterHonestForest:
                                     p, msl, 0.0, self.min_balancedness_tol, True, -1.0, False,
                                     int(seeds[t, 2]))
             tree = Tree(p, 2, 1, store_jac=True)
-            DepthFirstTreeBuilder(splitter, 2 * msl, msl, 0.0,
-                                  np.iinfo(np.int32).max, 0.0).build(
+            DepthFirstTreeBuilder(splitter, 2 * msl, msl, 0.0, np.iinfo(np.int32).max, 0.0).build(
                 tree, X, moments, rows_grow, rows_est, sample_weight=None, store_jac=True)
-            self.estimators_.append(tree)
+            return tree
+
+        if self.n_jobs > 1:      # econml's builder releases the GIL: threads, as econml does
+            from joblib import Parallel, delayed
+
+            self.estimators_ = Parallel(n_jobs=self.n_jobs, backend="threading")(
+                delayed(grow_tree)(t) for t in range(self.n_estimators))
+        else:
+            self.estimators_ = [grow_tree(t) for t in range(self.n_estimators)]
         return self
 
     def predict_alpha_and_jac(self, X: np.ndarray, slice=None) -> tuple[np.ndarray, np.ndarray]:
@@ -368,7 +376,7 @@ class CausalForest(Estimator):
             _, codes = np.unique(codes, return_inverse=True)          # clusters present, 0..J'-1
             strata = cluster_strata(codes, A)
             return ClusterHonestForest(int(n_trees), int(self.min_samples_leaf), fraction,
-                                       random_state=seed).fit(X, A - 0.5, ytilde, codes, strata)
+                                       n_jobs=int(self.n_threads), random_state=seed).fit(X, A - 0.5, ytilde, codes, strata)
         from econml.grf import CausalForest as _EconCF
 
         forest = _EconCF(n_estimators=int(n_trees), min_samples_leaf=int(self.min_samples_leaf),
