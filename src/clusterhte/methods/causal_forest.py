@@ -29,8 +29,24 @@ random intercepts into an apparent treatment effect, and the leaf estimate made 
 rows of the same clusters confirms it: honesty does not protect against cluster noise. Under no
 effect (tau = 0, ~600 rows, 40 clusters, outcome SD 1) the SD of the CATEs was 0.24-0.28, at every
 forest size. With the honesty split made by cluster, splits are chosen on clusters whose noise is
-independent of the leaf estimates: CATE SD 0.18, PEHE lower on every battery scenario (the table
-is in ``tests/test_causal_forest.py``).
+independent of the leaf estimates. Battery, quick settings, 20 replicates, means (``python -m
+clusterhte.evaluate.battery --methods cf --scenarios null,cluster,linear,nonlinear,small --reps 20
+--settings quick``), rows (before: ``subsample = "row"``, leaf 5) against clusters (leaf 3); true
+CATE SD 0, 0.77, 0.57, 0.43 and 0.56:
+
+========= =============== =============== ============= ==================== ==============
+scenario  PEHE            CATE SD          corr. truth   pointwise coverage   mean width
+========= =============== =============== ============= ==================== ==============
+null      0.249 -> 0.202  0.218 -> 0.166   -             0.978 -> 0.959       1.17 -> 0.95
+cluster   0.562 -> 0.488  0.835 -> 0.581   0.84 -> 0.87  0.901 -> 0.852       2.05 -> 1.47
+linear    0.381 -> 0.352  0.459 -> 0.424   0.78 -> 0.83  0.906 -> 0.867       1.51 -> 1.20
+nonlinear 0.354 -> 0.313  0.350 -> 0.320   0.68 -> 0.75  0.912 -> 0.883       1.36 -> 1.11
+small     0.652 -> 0.517  0.586 -> 0.394   0.63 -> 0.79  0.869 -> 0.925       2.30 -> 2.18
+========= =============== =============== ============= ==================== ==============
+
+Under the null 8 of the 20 row-forest replicates had a CATE SD above 0.25 (largest 0.34), none of
+the cluster-forest ones (largest 0.24); intervals contain 0 for 96% of rows. The intervals are
+narrower because less cluster noise enters the estimates, and coverage stays in [0.85, 0.995].
 
 Leaf size. ``min_samples_leaf`` is econml's (a minimum on each honest half, any mix of arms), and
 a node is split when it holds ``2 * min_samples_leaf`` rows. The default 3 (was 5) follows from
