@@ -28,8 +28,9 @@ cluster, so a split that isolates a few clusters (for example on a cluster covar
 random intercepts into an apparent treatment effect, and the leaf estimate made on the *other*
 rows of the same clusters confirms it: honesty does not protect against cluster noise. Under no
 effect (tau = 0, ~600 rows, 40 clusters, outcome SD 1) the SD of the CATEs was 0.22 on average and
-above 0.25 in 8 of 20 trials, at quick and paper settings alike (more trees do not remove it). With the honesty split made by cluster, splits are chosen on clusters whose noise is
-independent of the leaf estimates. Battery, quick settings, 20 replicates, means (``python -m
+above 0.25 in 8 of 20 trials (also at paper settings; more trees do not remove it). With the
+honesty split made by cluster, splits are chosen on clusters whose noise is independent of the
+leaf estimates. Battery, quick settings, 20 replicates, means (``python -m
 clusterhte.evaluate.battery --methods cf --scenarios null,cluster,linear,nonlinear,small --reps 20
 --settings quick``), rows (before: ``subsample = "row"``, leaf 5) against clusters (leaf 3); true
 CATE SD 0, 0.77, 0.57, 0.43 and 0.56:
@@ -191,6 +192,10 @@ class ClusterHonestForest:
     of the clusters of :func:`cluster_tree_draws`: the splits are chosen on the ``grow`` clusters
     and the leaf moments are computed on the ``estimate`` clusters only. Prediction averages the
     leaf moments over trees and solves the 2 x 2 system, as econml and grf do.
+
+    ``min_samples_leaf`` holds on both honest halves; a node of ``2 * min_samples_leaf`` rows of
+    the growing clusters is split; each child keeps at least ``0.5 - min_balancedness_tol`` of the
+    node (econml's balance rule). ``fraction`` is the share of each arm's clusters a tree draws.
     """
 
     def __init__(self, n_estimators: int, min_samples_leaf: int = 5, fraction: float = 0.5,
@@ -385,15 +390,15 @@ class CausalForest(Estimator):
         return yhat
 
     def _forest(self, X, A, ytilde, seed: int, n_trees: int, inference: bool = False,
-                fraction: float | None = None, codes: np.ndarray | None = None,
-                strata: np.ndarray | None = None):
+                fraction: float | None = None, codes: np.ndarray | None = None):
         """Step 3 on the rows given: the cluster-honest forest, or econml's row-subsampled one."""
         fraction = float(fraction or self.max_samples)
         if self.subsample == "cluster":
             _, codes = np.unique(codes, return_inverse=True)          # clusters present, 0..J'-1
             strata = cluster_strata(codes, A)
-            return ClusterHonestForest(int(n_trees), int(self.min_samples_leaf), fraction,
-                                       n_jobs=int(self.n_threads), random_state=seed).fit(X, A - 0.5, ytilde, codes, strata)
+            forest = ClusterHonestForest(int(n_trees), int(self.min_samples_leaf), fraction,
+                                         n_jobs=int(self.n_threads), random_state=seed)
+            return forest.fit(X, A - 0.5, ytilde, codes, strata)
         from econml.grf import CausalForest as _EconCF
 
         forest = _EconCF(n_estimators=int(n_trees), min_samples_leaf=int(self.min_samples_leaf),
