@@ -24,9 +24,6 @@ QUICK = battery.settings("quick")
 # Bounds a method is known to miss, with the measured reason. A known miss alone makes the test
 # xfail (it is reported, not hidden); any other miss fails it.
 KNOWN_MISSES = {
-    ("cf", "null_sd"): "causal forest CATE SD under the null is 0.24-0.28 at n = 600, 40 clusters "
-                       "(forest estimation noise at grf's leaf size 5; more trees do not change it, "
-                       "leaf size 10 gives 0.22 but nonlinear coverage 0.82)",
     ("lmm", "nonlinear_coverage"): "the LMM is linear in the covariates: on the nonlinear CATE its "
                                    "pointwise coverage is 0.81 (model bias, not the intervals)",
     ("megb", "nonlinear_coverage"): "MEGB's calibrated R-learner shrinks CATEs toward the ATE and "

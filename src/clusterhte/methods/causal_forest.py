@@ -12,19 +12,66 @@ Algorithm (as ``grf::causal_forest(X, Y, W, W.hat = 0.5, Y.hat = <estimated>)``)
    control cluster and none is empty (a 10-cluster trial with 5 per arm gets at most 5 folds).
    Each held-out fold is predicted by a forest fitted on the other folds.
 2. Centre: ``W~ = A - 0.5`` (the propensity is known in a 1:1 CRT) and ``Y~ = Y - Y.hat``.
-3. Honest causal forest on ``(X, V)`` with ``econml.grf.CausalForest`` solving the local moment
-   equation ``E[(Y~ - tau(x) W~ - beta(x)) (W~; 1) | x] = 0``; ``tau(x)`` is the CATE.
+3. Honest causal forest on ``(X, V)`` solving the local moment equation
+   ``E[(Y~ - tau(x) W~ - beta(x)) (W~; 1) | x] = 0``; ``tau(x)`` is the CATE. By default
+   (``subsample = "cluster"``) every tree is grown as grf grows it when given ``clusters``: it
+   draws ``r = max(2, floor(max_samples * M))`` of the ``M`` clusters of each arm, chooses its
+   splits on ``ceil(r/2)`` of them and computes its leaf estimates on the other ``floor(r/2)``
+   (:func:`cluster_tree_draws`); the trees are econml's GRF trees (splitting criterion ``"mse"``,
+   ``min_balancedness_tol = 0.45``) built from these two row sets (:class:`ClusterHonestForest`).
+   ``subsample = "row"`` is the former behaviour: ``econml.grf.CausalForest``, whose trees
+   subsample rows and split rows for honesty.
+
+Why clusters, not rows (measured on the scenario battery, issue 11). With row subsampling, the
+rows of one cluster fall on both sides of a tree's honesty split. Treatment is constant within a
+cluster, so a split that isolates a few clusters (for example on a cluster covariate) turns their
+random intercepts into an apparent treatment effect, and the leaf estimate made on the *other*
+rows of the same clusters confirms it: honesty does not protect against cluster noise. Under no
+effect (tau = 0, ~600 rows, 40 clusters, outcome SD 1) the SD of the CATEs was 0.22 on average and
+above 0.25 in 8 of 20 trials (also at paper settings; more trees do not remove it). With the
+honesty split made by cluster, splits are chosen on clusters whose noise is independent of the
+leaf estimates. Battery, quick settings, 20 replicates, means (``python -m
+clusterhte.evaluate.battery --methods cf --scenarios null,cluster,linear,nonlinear,small --reps 20
+--settings quick``), rows (before: ``subsample = "row"``, leaf 5) against clusters (leaf 3); true
+CATE SD 0, 0.77, 0.57, 0.43 and 0.56:
+
+========= =============== =============== ============= ==================== ==============
+scenario  PEHE            CATE SD          corr. truth   pointwise coverage   mean width
+========= =============== =============== ============= ==================== ==============
+null      0.249 -> 0.202  0.218 -> 0.166   -             0.978 -> 0.959       1.17 -> 0.95
+cluster   0.562 -> 0.488  0.835 -> 0.581   0.84 -> 0.87  0.901 -> 0.852       2.05 -> 1.47
+linear    0.381 -> 0.352  0.459 -> 0.424   0.78 -> 0.83  0.906 -> 0.867       1.51 -> 1.20
+nonlinear 0.354 -> 0.313  0.350 -> 0.320   0.68 -> 0.75  0.912 -> 0.883       1.36 -> 1.11
+small     0.652 -> 0.517  0.586 -> 0.394   0.63 -> 0.79  0.869 -> 0.925       2.30 -> 2.18
+========= =============== =============== ============= ==================== ==============
+
+Under the null 8 of the 20 row-forest replicates had a CATE SD above 0.25 (largest 0.34), none of
+the cluster-forest ones (largest 0.24); intervals contain 0 for 96% of rows. The intervals are
+narrower because less cluster noise enters the estimates, and coverage stays in [0.85, 0.995].
+
+Leaf size. ``min_samples_leaf`` is econml's (a minimum on each honest half, any mix of arms), and
+a node is split when it holds ``2 * min_samples_leaf`` rows. The default 3 (was 5) follows from
+the battery: with cluster honesty the variance falls and the smoothing bias of the leaves
+dominates the pointwise error (the intervals cover variance, not bias): nonlinear coverage 0.83
+at leaf 5 (6 replicates), 0.88 at 3 and 0.90 at 2 (20 replicates), linear 0.87 at 3 and 0.88 at
+2, while the null CATE SD is 0.15 (4 replicates), 0.17 and 0.19; PEHE rises slightly below 3
+(nonlinear 0.313 at 3, 0.321 at 2). A cross-validated R-loss over clusters (grf's
+``tune.parameters`` criterion, 5 cluster folds, 6 trials per scenario) does not separate 3 from
+5: loss at 3 minus loss at 5 was +0.0015 (SE 0.0008) under the null, -0.0022 (0.0013) on
+nonlinear, -0.0008 (0.0011) on linear, -0.0001 (0.0019) on cluster, so by grf's own rule tuning
+would not override the default; leaf 2 is worse under the null (+0.0047, SE 0.0012). Leaf 3 is
+the smallest leaf the R-loss does not reject, and the one whose coverage meets the battery bounds.
 
 Intervals: cluster half-sampling
 --------------------------------
-econml's forest cannot subsample *clusters*, so its own "little bags" variance treats individuals
-as independent and is too narrow in a CRT. Default: the **half-sample variance** over clusters,
+econml's own "little bags" variance (``subsample = "row"``) treats individuals as independent and is
+too narrow in a CRT. Default: the **half-sample variance** over clusters,
 the scheme grf uses when it is given ``clusters`` (grf draws half of the clusters for each group
 of trees and estimates ``Var(tau_hat)`` by the variance of the half-sample estimates). Here
 ``n_half_samples`` times a half of the treated and a half of the control clusters is drawn without
 replacement and step 3 is refitted on it (``half_sample_trees`` trees), giving ``tau_s(x)``. As
-in grf, a refit tree draws as many rows as a tree of the main forest (``max_samples`` of the trial
-is ``2 * max_samples`` of the half-sample), so main and refit forests average the same kernel.
+in grf, a refit tree draws as many clusters as a tree of the main forest (``max_samples`` of the
+trial is ``2 * max_samples`` of the half-sample), so main and refit forests average the same kernel.
 
 * Odd arms. For an arm of ``M`` clusters the half-sample keeps ``r`` and leaves out ``d = M - r``.
   The variance of a half-sample mean of a cluster-level quantity is ``(d / r) S^2 / M`` against the
@@ -52,17 +99,24 @@ is ``2 * max_samples`` of the half-sample), so main and refit forests average th
 
 Why not the cluster bootstrap: a bootstrap sample repeats clusters, so copies of one cluster land
 on both sides of the honest split, which biases the refits (on a 10-cluster trial the full-data
-CATE fell outside the bootstrap percentile interval for 30% of rows). ``n_half_samples=0``
-returns econml's own (not cluster-robust) intervals instead; ``info["interval"]`` says which was
-used.
+CATE fell outside the bootstrap percentile interval for 30% of rows). ``n_half_samples=0`` (with
+``subsample = "row"``) returns econml's own (not cluster-robust) intervals instead;
+``info["interval"]`` says which was used.
 
 R original: ``grf::causal_forest(X, Y, W, W.hat = 0.5, clusters = cluster, num.trees = 2000,
-sample.fraction = 0.5, honesty = TRUE, min.node.size = 5)``. Differences: econml's splitting rule
-and balance constraint (``min_balancedness_tol = 0.45``) rather than grf's; no cluster
-subsampling inside the forest (trees subsample rows); ``Y.hat`` by K-fold cross-fitting over
-clusters with a scikit-learn random forest (grf uses out-of-bag predictions of its regression
-forest); the point estimate is one forest on all clusters and the variance comes from separate
-half-sample forests (grf: one forest whose tree groups are grown on cluster half-samples).
+sample.fraction = 0.5, honesty = TRUE, min.node.size = 5)``. Differences:
+
+* splitting: econml's criterion (``"mse"``) and balance constraint (each child keeps 5% of the
+  node) instead of grf's gradient criterion with ``alpha = 0.05``; leaf size as econml (above):
+  grf requires ``min.node.size`` treated *and* control rows in each child, which in a CRT
+  (treatment constant within cluster) gives much larger leaves;
+* cluster subsampling is stratified by arm (grf draws clusters without regard to arm), so every
+  tree and both honest halves hold treated and control clusters; all rows of a drawn cluster are
+  used (grf's default ``equalize.cluster.weights = FALSE``);
+* ``Y.hat`` by K-fold cross-fitting over clusters with a scikit-learn random forest (grf uses
+  out-of-bag predictions of its regression forest);
+* the point estimate is one forest on all clusters and the variance comes from separate
+  half-sample forests (grf: one forest whose tree groups are grown on cluster half-samples).
 """
 
 from __future__ import annotations
@@ -103,6 +157,119 @@ def cluster_half_sample(train: TrialData, rng: np.random.Generator) -> np.ndarra
     return keep[codes]
 
 
+def cluster_tree_draws(strata: np.ndarray, n_trees: int, fraction: float,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters of each tree of a cluster-subsampled honest forest (grf with ``clusters``).
+
+    ``strata`` is the arm of each cluster (:func:`clusterhte.folds.cluster_strata`). For every tree
+    and every arm of ``M`` clusters, ``r = min(max(floor(fraction * M), 2), M)`` clusters are drawn
+    without replacement (grf: ``sample.fraction`` of the clusters), and of those ``ceil(r / 2)`` grow
+    the tree (choose the splits) and the other ``floor(r / 2)`` populate its leaves (grf's honesty
+    split of the drawn clusters, ``honesty.fraction = 0.5``). Returns two ``(n_trees, J)`` boolean
+    masks, ``grow`` and ``estimate``; they are disjoint and each holds at least one cluster of each arm.
+    """
+    strata = np.asarray(strata)
+    T, J = int(n_trees), strata.size
+    grow = np.zeros((T, J), dtype=bool)
+    estimate = np.zeros((T, J), dtype=bool)
+    keys = rng.random((T, J))
+    for s in np.unique(strata):                       # the two arms (not a loop over clusters)
+        cols = np.flatnonzero(strata == s)
+        M = cols.size
+        if M < 2:
+            raise ValueError(f"an honest cluster tree needs at least 2 clusters per arm, got {M}")
+        r = int(min(max(np.floor(fraction * M + 1e-9), 2), M))
+        g = -(-r // 2)
+        rank = np.argsort(np.argsort(keys[:, cols], axis=1), axis=1)   # random order within the arm
+        grow[:, cols] = rank < g
+        estimate[:, cols] = (rank >= g) & (rank < r)
+    return grow, estimate
+
+
+class ClusterHonestForest:
+    """Causal forest whose trees subsample whole clusters and split them for honesty (grf's
+    sampling with ``clusters``), grown with econml's GRF tree builder and splitting criterion.
+
+    Solves the same local moment equation as ``econml.grf.CausalForest`` (``fit_intercept=True``,
+    criterion ``"mse"``): ``E[(y - tau(x) w - beta(x)) (w; 1) | x] = 0``. Each tree gets the rows
+    of the clusters of :func:`cluster_tree_draws`: the splits are chosen on the ``grow`` clusters
+    and the leaf moments are computed on the ``estimate`` clusters only. Prediction averages the
+    leaf moments over trees and solves the 2 x 2 system, as econml and grf do.
+
+    ``min_samples_leaf`` holds on both honest halves; a node of ``2 * min_samples_leaf`` rows of
+    the growing clusters is split; each child keeps at least ``0.5 - min_balancedness_tol`` of the
+    node (econml's balance rule). ``fraction`` is the share of each arm's clusters a tree draws.
+    """
+
+    def __init__(self, n_estimators: int, min_samples_leaf: int = 5, fraction: float = 0.5,
+                 min_balancedness_tol: float = 0.45, n_jobs: int = 1, random_state: int = 0):
+        self.n_jobs = int(n_jobs)
+        self.n_estimators = int(n_estimators)
+        self.min_samples_leaf = int(min_samples_leaf)
+        self.fraction = float(fraction)
+        self.min_balancedness_tol = float(min_balancedness_tol)
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, w: np.ndarray, y: np.ndarray, codes: np.ndarray, strata: np.ndarray):
+        from econml.grf._base_grftree import CRITERIA_GRF
+        from econml.tree._splitter import BestSplitter
+        from econml.tree._tree import DOUBLE, DTYPE, DepthFirstTreeBuilder, Tree
+
+        X = np.ascontiguousarray(X, dtype=DTYPE)
+        n, p = X.shape
+        self.n_features_ = p
+        design = np.column_stack([w, np.ones(n)])
+        moments = np.column_stack([y, y[:, None] * design,
+                                   (design[:, :, None] * design[:, None, :]).reshape(n, 4)])
+        moments = np.ascontiguousarray(moments, dtype=DOUBLE)
+        rng = np.random.default_rng(self.random_state)
+        grow, estimate = cluster_tree_draws(strata, self.n_estimators, self.fraction, rng)
+        seeds = rng.integers(np.iinfo(np.int32).max, size=(self.n_estimators, 3))
+        msl = self.min_samples_leaf
+        criterion = CRITERIA_GRF["mse"]
+
+        def grow_tree(t: int):
+            rows_grow = np.flatnonzero(grow[t][codes]).astype(np.intp)
+            rows_est = np.flatnonzero(estimate[t][codes]).astype(np.intp)
+            splitter = BestSplitter(criterion(2, 1, p, 1, n, rows_grow.size, int(seeds[t, 0])),
+                                    criterion(2, 1, p, 1, n, rows_est.size, int(seeds[t, 1])),
+                                    p, msl, 0.0, self.min_balancedness_tol, True, -1.0, False,
+                                    int(seeds[t, 2]))
+            tree = Tree(p, 2, 1, store_jac=True)
+            DepthFirstTreeBuilder(splitter, 2 * msl, msl, 0.0, np.iinfo(np.int32).max, 0.0).build(
+                tree, X, moments, rows_grow, rows_est, sample_weight=None, store_jac=True)
+            return tree
+
+        if self.n_jobs > 1:      # econml's builder releases the GIL: threads, as econml does
+            from joblib import Parallel, delayed
+
+            self.estimators_ = Parallel(n_jobs=self.n_jobs, backend="threading")(
+                delayed(grow_tree)(t) for t in range(self.n_estimators))
+        else:
+            self.estimators_ = [grow_tree(t) for t in range(self.n_estimators)]
+        return self
+
+    def predict_alpha_and_jac(self, X: np.ndarray, slice=None) -> tuple[np.ndarray, np.ndarray]:
+        """Tree averages of the leaf moments ``alpha = mean(y (w; 1))`` and ``jac = mean((w; 1)(w; 1)')``."""
+        from econml.tree._tree import DTYPE
+
+        X = np.ascontiguousarray(X, dtype=DTYPE)
+        if X.ndim != 2 or X.shape[1] != self.n_features_:
+            raise ValueError(f"expected {self.n_features_} covariates, got shape {X.shape}")
+        idx = range(len(self.estimators_)) if slice is None else slice
+        alpha = np.zeros((X.shape[0], 2))
+        jac = np.zeros((X.shape[0], 4))
+        for i in idx:
+            a, j = self.estimators_[i].predict_precond_and_jac(X)
+            alpha += a
+            jac += j
+        k = len(idx)
+        return alpha / k, (jac / k).reshape(-1, 2, 2)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return _tau(*self.predict_alpha_and_jac(X))
+
+
 def _tau(alpha: np.ndarray, jac: np.ndarray) -> np.ndarray:
     """First component of the local solution ``jac^-1 alpha`` (econml's point estimate)."""
     return np.einsum("ijk,ik->ij", np.linalg.pinv(jac), alpha)[:, 0]
@@ -137,8 +304,14 @@ class CausalForest(Estimator):
     Hyperparameters
     ---------------
     n_estimators, min_samples_leaf, max_samples, honest : causal forest (grf ``num.trees``,
-        ``min.node.size``, ``sample.fraction``, ``honesty``). ``n_estimators`` must be a multiple
-        of 4 (econml's little bags) when ``n_half_samples = 0``.
+        ``min.node.size`` (econml's meaning, see the module docstring), ``sample.fraction`` (of
+        the clusters of each arm with ``subsample = "cluster"``, of the rows otherwise),
+        ``honesty``). ``n_estimators`` must be a multiple of 4 (econml's little bags) when
+        ``n_half_samples = 0``.
+    subsample : ``"cluster"`` (default; grf's sampling with ``clusters``: trees draw whole clusters
+        and split them for honesty) or ``"row"`` (``econml.grf.CausalForest``, the former
+        behaviour: rows, which invents heterogeneity from cluster noise; needed for
+        ``honest = False`` and ``n_half_samples = 0``).
     yhat_trees, yhat_min_samples_leaf, yhat_folds : regression forest for ``Y.hat`` and the
         largest number of cluster folds used to cross-fit it (capped at the clusters per arm).
     n_half_samples : cluster half-samples for the variance (>= 2); 0 = econml's own intervals
@@ -154,10 +327,10 @@ class CausalForest(Estimator):
     has_intervals = True
     library = "econml"
 
-    def __init__(self, n_estimators: int = 2000, min_samples_leaf: int = 5, max_samples: float = 0.5,
+    def __init__(self, n_estimators: int = 2000, min_samples_leaf: int = 3, max_samples: float = 0.5,
                  honest: bool = True, yhat_trees: int = 500, yhat_min_samples_leaf: int = 5,
                  yhat_folds: int = 5, n_half_samples: int = 50, half_sample_trees: int = 100,
-                 n_threads: int = 1, random_state: int | None = None):
+                 subsample: str = "cluster", n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
 
@@ -172,13 +345,23 @@ class CausalForest(Estimator):
         if not 0 < self.max_samples <= 0.5:
             raise MethodError(f"method 'cf': hyperparameter 'max_samples' must be in (0, 0.5] "
                               f"(half-sampling of the honest forest), got {self.max_samples!r}")
-        if self.n_half_samples == 0 and self.n_estimators % 4:
+        if self.n_half_samples == 0 and self.n_estimators % 4 and self.subsample == "row":
             raise MethodError(f"method 'cf': hyperparameter 'n_estimators' must be a multiple of 4 "
                               f"when n_half_samples = 0 (econml's little-bags intervals), got {self.n_estimators!r}")
         if self.n_half_samples and (self.half_sample_trees < 2 or self.half_sample_trees % 2):
             raise MethodError(f"method 'cf': hyperparameter 'half_sample_trees' must be even and >= 2 "
                               f"(each refit is split in two to measure its Monte Carlo noise), "
                               f"got {self.half_sample_trees!r}")
+        if self.subsample not in ("cluster", "row"):
+            raise MethodError(f"method 'cf': hyperparameter 'subsample' must be 'cluster' or 'row', "
+                              f"got {self.subsample!r}")
+        if self.subsample == "cluster" and not self.honest:
+            raise MethodError("method 'cf': subsample = 'cluster' grows honest trees (grf's honesty by "
+                              "cluster); use subsample = 'row' for honest = false")
+        if self.subsample == "cluster" and self.n_half_samples == 0:
+            raise MethodError("method 'cf': n_half_samples = 0 (econml's little-bags intervals) needs "
+                              "subsample = 'row'; the cluster-honest forest takes its intervals from "
+                              "cluster half-samples")
         if self.yhat_folds < 2:
             raise MethodError(f"method 'cf': hyperparameter 'yhat_folds' must be >= 2, got {self.yhat_folds!r}")
         if not train.covariates:
@@ -210,11 +393,19 @@ class CausalForest(Estimator):
         return yhat
 
     def _forest(self, X, A, ytilde, seed: int, n_trees: int, inference: bool = False,
-                max_samples: float | None = None):
+                fraction: float | None = None, codes: np.ndarray | None = None):
+        """Step 3 on the rows given: the cluster-honest forest, or econml's row-subsampled one."""
+        fraction = float(fraction or self.max_samples)
+        if self.subsample == "cluster":
+            _, codes = np.unique(codes, return_inverse=True)          # clusters present, 0..J'-1
+            strata = cluster_strata(codes, A)
+            forest = ClusterHonestForest(int(n_trees), int(self.min_samples_leaf), fraction,
+                                         n_jobs=int(self.n_threads), random_state=seed)
+            return forest.fit(X, A - 0.5, ytilde, codes, strata)
         from econml.grf import CausalForest as _EconCF
 
         forest = _EconCF(n_estimators=int(n_trees), min_samples_leaf=int(self.min_samples_leaf),
-                         max_samples=float(max_samples or self.max_samples), honest=bool(self.honest),
+                         max_samples=fraction, honest=bool(self.honest),
                          inference=inference, n_jobs=int(self.n_threads), random_state=seed)
         return forest.fit(X, A - 0.5, ytilde)
 
@@ -227,13 +418,15 @@ class CausalForest(Estimator):
         X, y, A = train.X(), train.outcome, train.treatment
         self.yhat_ = self._yhat(X, y, train.cluster_codes, seed, strata)
         ytilde = y - self.yhat_
+        codes = train.cluster_codes
         self.forest_ = self._forest(X, A, ytilde, seed, int(self.n_estimators),
-                                    inference=int(self.n_half_samples) == 0)
+                                    inference=int(self.n_half_samples) == 0, codes=codes)
         self.half_ = []
         for _ in range(int(self.n_half_samples)):
             rows = cluster_half_sample(train, rng)
             self.half_.append(self._forest(X[rows], A[rows], ytilde[rows], int(seeds.integers(2 ** 31 - 1)),
-                                           int(self.half_sample_trees), max_samples=2 * float(self.max_samples)))
+                                           int(self.half_sample_trees), fraction=2 * float(self.max_samples),
+                                           codes=codes[rows]))
 
     def _predict(self, test: TrialData) -> CateResult:
         missing = [c for c in self.covariates_ if c not in test.frame.columns]
