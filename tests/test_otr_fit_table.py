@@ -88,3 +88,20 @@ def test_chunk_frame_slices_give_the_per_replicate_frames(sim):
         a = methods.make("q-ri", random_state=1).fit(train).predict(test["test"]).point
         b = methods.make("q-ri", random_state=1).fit(ref).predict(test["test"]).point
         assert np.array_equal(a, b)
+
+
+def test_read_sim_columns_match_the_written_chunk(sim, tmp_path):
+    """The fit jobs' reader (split read as a dictionary column) gives the chunk's values."""
+    io.write_parquet(sim, tmp_path / "sim.parquet")
+    a = otr.read_sim(tmp_path / "sim.parquet")
+    assert np.array_equal(a["is_test"], (sim["split"] == "test").to_numpy())
+    assert a["is_test"].dtype == bool and 0 < a["is_test"].sum() < len(sim)
+    for c in otr.FIT_INPUT_COLUMNS:
+        if c != "split":
+            assert np.array_equal(a[c], sim[c].to_numpy()), c
+    from_file = [(r, tr.frame, te["test"].frame) for r, tr, te in otr.iter_replicates(a)]
+    from_frame = [(r, tr.frame, te["test"].frame) for r, tr, te in otr.iter_replicates(sim)]
+    assert [r for r, _, _ in from_file] == [r for r, _, _ in from_frame] == [0, 1, 2]
+    for (_, a_tr, a_te), (_, b_tr, b_te) in zip(from_file, from_frame):
+        pd.testing.assert_frame_equal(a_tr, b_tr, check_exact=True)
+        pd.testing.assert_frame_equal(a_te, b_te, check_exact=True)

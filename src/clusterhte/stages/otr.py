@@ -51,17 +51,35 @@ def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.nda
 
     io._check_parquet(Path(path))
     cols = list(columns or FIT_INPUT_COLUMNS)
-    tb = pq.read_table(path, columns=cols, use_threads=False)
+    # split as a dictionary column: its codes are compared, no string per row is materialised
+    tb = pq.read_table(path, columns=cols, use_threads=False,
+                       read_dictionary=["split"] if "split" in cols else None)
     out = {}
     for c in cols:
         if c == "split":
-            out["is_test"] = pc.equal(tb.column("split"), "test").to_numpy(zero_copy_only=False)
+            out["is_test"] = _is_test(tb.column("split"))
         else:
             out[c] = tb.column(c).to_numpy()
     return out
 
 
 read_sim = read_sim_columns
+
+
+def _is_test(split) -> np.ndarray:
+    """Boolean ``split == "test"`` of a (dictionary-encoded) Arrow column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for chunk in split.chunks:
+        if pa.types.is_dictionary(chunk.type) and chunk.null_count == 0:
+            hit = np.asarray(chunk.dictionary.to_pylist(), dtype=object) == "test"
+            parts.append(hit[chunk.indices.to_numpy(zero_copy_only=False)] if hit.size
+                         else np.zeros(len(chunk), dtype=bool))
+        else:
+            parts.append(pc.equal(chunk, "test").to_numpy(zero_copy_only=False))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
 def read_truth(path) -> pd.DataFrame:
