@@ -56,6 +56,10 @@ if "otr" in config:
     OTR = config["otr"]
     OTR_CELLS = [otr_designs.cell_name(d, J, n) for d in OTR["designs"] for J, n in OTR["sizes"]]
     OTR_CHUNKS = list(range(n_chunks(OTR["replicates"], RPC)))
+    # Jobs are per design (simulate, evaluate) and per method x design (fit), each streaming the
+    # chunk files of the design's cells: (cell, chunk) pairs in that order, as output patterns.
+    OTR_DESIGN_FILES = [(otr_designs.cell_name("{design}", J, n), k) for J, n in OTR["sizes"]
+                        for k in OTR_CHUNKS]
     OTR_FIGURES = expand("results/figures/otr/{kind}_{design}.{ext}", kind=["accuracy", "metrics"],
                          design=OTR["designs"], ext=["png", "pdf"])
     if list(OTR.get("congruence_size", [25, 150])) in [list(s) for s in OTR["sizes"]]:

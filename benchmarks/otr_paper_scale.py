@@ -7,9 +7,10 @@ For each design cell, in this process and with single-threaded BLAS, on one chun
 replicates it times: simulate (+ write + read, as the workflow's Parquet files), building the
 replicate tables, each estimator's fit + predict + fit table (+ write + read), and the evaluation.
 The projection adds the interpreter start + imports of every workflow job (measured in a child
-process) for the workflow's job count (16 simulate, 14 x 16 fit, 16 evaluate, 1 aggregate, 8
-figure jobs) and divides by ``--cores``; the jobs are many more than the cores, so the division
-is a good model of Snakemake's packing.
+process) for the workflow's job count (4 simulate, 14 x 4 fit, 4 evaluate: one per design and
+method x design, each streaming the design's cell x chunk files; 1 aggregate, 8 figure jobs) and
+divides by ``--cores``; the jobs are many more than the cores, so the division is a good model of
+Snakemake's packing.
 
 A same-process baseline, statsmodels MixedLM (REML, random intercept, the Q-ri model) on the
 first (25, 25) replicate, is timed before and after; every time is also printed in baseline units
@@ -100,8 +101,8 @@ def time_cell(cell: str, reps: int, tmp: Path, names: list[str]) -> dict:
     fits = {}
     t0 = CLOCK()
     for m in names:
-        f = otr.fit(arrays, cell, m, {}, 1, log=open(os.devnull, "w"))
-        io.write_parquet(f, tmp / f"fit_{m}.parquet", prov={})
+        f = otr.fit_table(arrays, cell, m, {}, 1, log=open(os.devnull, "w"))
+        io.write_table(f, tmp / f"fit_{m}.parquet", prov={})
     out["fit stage"] = CLOCK() - t0
     t0 = CLOCK()
     truth = otr.read_truth(tmp / "sim.parquet")
@@ -149,7 +150,7 @@ def main():
     base1 = mixedlm_baseline(base_tr)
     n_cells = len(designs) * len(otr_designs.SIZES)
     scale = 16 / n_cells  # project the four designs from the ones timed
-    n_jobs = 16 + 14 * 16 + 16 + 1 + 8
+    n_jobs = 4 + 14 * 4 + 4 + 1 + 8
     cpu = total_cpu * scale + n_jobs * start
     wall = cpu / a.cores
     print("\nseconds per replicate; 'estimators' = the 14 fits + predictions alone (target at (150, 150): "

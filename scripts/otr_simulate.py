@@ -1,4 +1,5 @@
-"""Simulate the chunks of replicates of one OTR design cell (one output file per chunk)."""
+"""Simulate the chunks of replicates of the cells of one OTR design (one output file per cell x
+chunk, in the order of ``params.cells``/``params.chunks``)."""
 from clusterhte import io, smk
 from clusterhte.stages import otr
 from clusterhte.stages.fitting import chunk_provenance, limit_threads
@@ -9,6 +10,6 @@ with smk.logged(snakemake):
     p, w = snakemake.params, snakemake.wildcards
     cfg = {"replicates": p.replicates, "reps_per_chunk": p.reps_per_chunk, "wildcards": dict(w.items())}
     prov = chunk_provenance(rule=snakemake.rule, config=cfg, seed=p.seed)
-    for k, dst in zip(p.chunks, snakemake.output):
-        df = otr.simulate(w.cell, int(k), p.replicates, p.reps_per_chunk, p.seed)
-        io.write_parquet(df, dst, prov=prov([], chunk=int(k)))
+    for cell, k, dst in zip(p.cells, p.chunks, snakemake.output):
+        df = otr.simulate(cell, int(k), p.replicates, p.reps_per_chunk, p.seed)
+        io.write_parquet(df, dst, prov=prov([], cell=cell, chunk=int(k)))

@@ -14,7 +14,11 @@ with smk.logged(snakemake) as log:
     read = getattr(study, "read_sim", io.read_parquet)
     cfg = {"method": w.method, "hyperparameters": dict(p.hyper), "wildcards": dict(w.items())}
     prov = chunk_provenance(rule=snakemake.rule, config=cfg, seed=p.seed)
-    for src, dst in zip(snakemake.input, snakemake.output):
-        fits = study.fit(read(src), w.cell, w.method, dict(p.hyper), p.seed, log=log,
-                         threads=snakemake.threads)
-        io.write_parquet(fits, dst, prov=prov([src], output=str(dst)))
+    # OTR builds its fit tables in Arrow (fit_table); CRT as DataFrames (fit)
+    fit, write = ((study.fit_table, io.write_table) if hasattr(study, "fit_table")
+                  else (study.fit, io.write_parquet))
+    # OTR jobs cover several cells (params.cells: the cell of each input file); CRT jobs one
+    cells = list(p.cells) if hasattr(p, "cells") else [w.cell] * len(snakemake.input)
+    for cell, src, dst in zip(cells, snakemake.input, snakemake.output):
+        fits = fit(read(src), cell, w.method, dict(p.hyper), p.seed, log=log, threads=snakemake.threads)
+        write(fits, dst, prov=prov([src], output=str(dst)))

@@ -15,6 +15,6 @@ def test_paper_dag_size(tmp_path):
     total = sum(jobs.values())
     print(f"paper-scale DAG: {total} jobs: {jobs}")
     assert 1000 < total < 10_000
-    assert jobs["otr_fit"] == 4 * 4 * 14           # designs x sizes x methods (each job: 10 chunks of 50)
-    assert jobs["otr_simulate"] == jobs["otr_evaluate"] == 4 * 4
+    assert jobs["otr_fit"] == 4 * 14               # designs x methods (each job: 4 sizes x 10 chunks of 50)
+    assert jobs["otr_simulate"] == jobs["otr_evaluate"] == 4     # one per design
     assert jobs["crt_fit"] == 36 * 11 * 8           # cells x methods x chunks of 25

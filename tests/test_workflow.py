@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from clusterhte import io
-from workflow_utils import planned_jobs, snakemake, workdir
+from workflow_utils import ROOT, planned_jobs, snakemake, workdir
 
 TINY = {
     "seed": 5, "reps_per_chunk": 2,
@@ -36,6 +36,23 @@ def test_outputs(finished):
     assert (finished / "results/figures/otr/accuracy_d1.png").stat().st_size > 10_000
 
 
+def test_metrics_match_the_recorded_run(finished):
+    """Every per-replicate metric (all but the timings) equals, to the last bit, the values of the
+    same run recorded before the fit tables were built in Arrow and the jobs were grouped by
+    design (tests/data/otr_tiny_metrics.csv, written with 17 significant digits)."""
+    ref = pd.read_csv(ROOT / "tests/data/otr_tiny_metrics.csv", keep_default_na=False,
+                      na_values={"value": ["", "NaN", "nan"]})
+    got = pd.read_parquet(finished / "results/tables/otr_metrics.parquet")
+    got = got[got["metric"] != "seconds"]
+    keys = ["cell", "rep", "method", "metric", "other"]
+    got = got.assign(other=got["other"].fillna("")).sort_values(keys).reset_index(drop=True)
+    ref = ref.assign(other=ref["other"].fillna("").astype(str)).sort_values(keys).reset_index(drop=True)
+    assert len(got) == len(ref) == 330
+    for c in ["cell", "rep", "method", "metric", "other", "design", "J", "n"]:
+        assert got[c].astype(str).tolist() == ref[c].astype(str).tolist(), c
+    assert got["value"].to_numpy().tobytes() == ref["value"].to_numpy(dtype=float).tobytes()
+
+
 def test_nothing_to_do_then_only_changed_method(finished):
     targets = ["results/tables/otr_summary.csv", "results/figures/otr/accuracy_d1.png",
                "results/figures/otr/congruence_d2.pdf"]
@@ -47,8 +64,8 @@ def test_nothing_to_do_then_only_changed_method(finished):
     (finished / "config/methods.yaml").write_text(yaml.safe_dump(m))
     r = snakemake(finished, "-n", *targets)
     jobs = planned_jobs(r.stdout)
-    # one w-noaug fit job per cell (each writes the cell's 2 chunks), then the evaluation of those
-    # 2 cells and what follows; no other method's fits, no simulation
+    # one w-noaug fit job per design (each writes its one cell's 2 chunks), then the evaluation of
+    # those 2 designs and what follows; no other method's fits, no simulation
     assert jobs.get("otr_fit") == 2, r.stdout
     assert jobs.get("otr_evaluate") == 2 and jobs.get("otr_aggregate") == 1
     assert "otr_simulate" not in jobs

@@ -157,7 +157,17 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike, *, prov: dict | Non
 
     With ``csv=True`` a CSV copy for people is written next to it (same stem), also atomically.
     """
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    path = write_table(pa.Table.from_pandas(df, preserve_index=False), path, prov=prov,
+                       metadata=metadata)
+    if csv:
+        with atomic_path(path.with_suffix(".csv")) as tmp:
+            df.to_csv(tmp, index=False)
+    return path
+
+
+def write_table(table: pa.Table, path: str | os.PathLike, *, prov: dict | None = None,
+                metadata: dict[str, str] | None = None) -> Path:
+    """:func:`write_parquet` for a pyarrow Table (no pandas round trip): atomic, with provenance."""
     meta = dict(table.schema.metadata or {})
     if prov is not None:
         meta[PROVENANCE_KEY.encode()] = canonical_json(prov).encode()
@@ -167,9 +177,6 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike, *, prov: dict | Non
     path = Path(path)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-    if csv:
-        with atomic_path(path.with_suffix(".csv")) as tmp:
-            df.to_csv(tmp, index=False)
     return path
 
 

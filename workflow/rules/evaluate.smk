@@ -3,18 +3,19 @@
 if "otr" in config:
 
     rule otr_evaluate:
-        # one job per cell; fits are listed chunk by chunk, methods in config order within a chunk
+        # one job per design; fits are listed cell x chunk by cell x chunk, methods in config order
+        # within a chunk
         input:
-            sim=expand("results/sim/otr/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
-            fits=[f"results/fits/otr/{m}/{{cell}}/chunk{k}.parquet" for k in OTR_CHUNKS
+            sim=[f"results/sim/otr/{c}/chunk{k}.parquet" for c, k in OTR_DESIGN_FILES],
+            fits=[f"results/fits/otr/{m}/{c}/chunk{k}.parquet" for c, k in OTR_DESIGN_FILES
                   for m in OTR["methods"]],
         output:
-            expand("results/metrics/otr/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
+            [f"results/metrics/otr/{c}/chunk{k}.parquet" for c, k in OTR_DESIGN_FILES],
         params:
             methods=OTR["methods"],
             rank=OTR.get("rank_correlation", "spearman"),
         log:
-            "results/logs/otr_evaluate/{cell}.log",
+            "results/logs/otr_evaluate/{design}.log",
         script:
             "../../scripts/otr_evaluate.py"
 

@@ -1,4 +1,5 @@
-# Stage: fit. OTR: one job per method x cell, streaming the cell's chunks (one fit file per chunk);
+# Stage: fit. OTR: one job per method x design, streaming the chunks of the design's cells (one fit
+# file per cell x chunk);
 # CRT: one job per method x cell x chunk. A method's hyperparameters are a param, so changing them
 # in config/methods.yaml reruns only that method's jobs and what depends on them.
 
@@ -6,20 +7,21 @@ if "otr" in config:
 
     rule otr_fit:
         input:
-            expand("results/sim/otr/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
+            [f"results/sim/otr/{c}/chunk{k}.parquet" for c, k in OTR_DESIGN_FILES],
         output:
-            expand("results/fits/otr/{{method}}/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
+            [f"results/fits/otr/{{method}}/{c}/chunk{k}.parquet" for c, k in OTR_DESIGN_FILES],
         params:
             hyper=lambda w: method_params("otr", w.method),
             seed=SEED,
             study="otr",
+            cells=lambda w: [c.format(design=w.design) for c, _ in OTR_DESIGN_FILES],
         threads: lambda w: method_threads("otr", w.method)
         resources:
             mem_mb=lambda w: method_resource("otr", w.method, "mem_mb", 2000),
-            runtime=lambda w: method_resource("otr", w.method, "runtime", 30),
+            runtime=lambda w: method_resource("otr", w.method, "runtime", 120),
         group: "otr_fit"
         log:
-            "results/logs/otr_fit/{method}/{cell}.log",
+            "results/logs/otr_fit/{method}/{design}.log",
         script:
             "../../scripts/sim_fit.py"
 

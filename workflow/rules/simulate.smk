@@ -1,17 +1,18 @@
-# Stage: simulate. OTR: one job per design cell writing one file per chunk of replicates.
+# Stage: simulate. OTR: one job per design writing one file per cell x chunk of replicates.
 
 if "otr" in config:
 
     rule otr_simulate:
         output:
-            expand("results/sim/otr/{{cell}}/chunk{k}.parquet", k=OTR_CHUNKS),
+            [f"results/sim/otr/{c}/chunk{k}.parquet" for c, k in OTR_DESIGN_FILES],
         params:
             replicates=OTR["replicates"],
             reps_per_chunk=RPC,
-            chunks=OTR_CHUNKS,
+            cells=lambda w: [c.format(design=w.design) for c, _ in OTR_DESIGN_FILES],
+            chunks=[k for _, k in OTR_DESIGN_FILES],
             seed=SEED,
         log:
-            "results/logs/otr_simulate/{cell}.log",
+            "results/logs/otr_simulate/{design}.log",
         script:
             "../../scripts/otr_simulate.py"
 

@@ -1,10 +1,15 @@
 """Stages of the multisite-OTR simulation study: simulate, fit, evaluate, aggregate.
 
-Job granularity (workflow/rules/*.smk): one simulate job and one evaluate job per design cell, and
-one fit job per method x cell; each job streams the cell's chunk files one at a time, so memory
-stays at one chunk and the per-job cost of starting Python is paid 16 + 14 x 16 + 16 times instead
-of once per chunk. Chunk files (``results/{sim,fits,metrics}/otr/.../chunk{k}.parquet``) keep
-their contract; a method's hyperparameters still reach only its own fit jobs.
+Job granularity (workflow/rules/*.smk): one simulate job and one evaluate job per design, and one
+fit job per method x design; each job streams the chunk files of the design's cells one at a time,
+so memory stays at one chunk and the per-job cost of starting Python (~2 s of CPU with the
+imports) is paid 4 + 14 x 4 + 4 times instead of once per chunk (2,240 fit jobs at first, then
+16 + 224 + 16). Chunk files (``results/{sim,fits,metrics}/otr/{cell}/chunk{k}.parquet``) keep their
+contract; a method's hyperparameters still reach only its own fit jobs.
+
+The fit jobs build their fit tables in Arrow (:func:`fit_table`), with per-replicate constants
+expanded by ``np.repeat`` and no pandas frame per chunk; the evaluation reads only the numeric
+columns it uses (:func:`read_fit`).
 
 The fit path reads only the columns a fit needs, with pyarrow, and builds the per-replicate
 :class:`TrialData` from numpy slices without the per-table pandas validation: the simulator's
@@ -23,9 +28,11 @@ import numpy as np
 import pandas as pd
 
 from clusterhte.data.trial import TrialData, TrialDataError
-from clusterhte.evaluate import otr_metrics
 from clusterhte.simulate import otr_designs
-from clusterhte.stages.fitting import chunk_reps, fit_replicates
+from clusterhte.stages.fitting import chunk_reps, fit_replicates_arrow
+
+# clusterhte.evaluate.otr_metrics (scipy.stats: ~0.6 s of imports) is imported where it is used,
+# so the simulate and fit jobs do not pay for it.
 
 FIT_INPUT_COLUMNS = ["rep", "split", "row", "cluster", "treatment", "outcome", *otr_designs.COVARIATES]
 
@@ -44,17 +51,35 @@ def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.nda
 
     io._check_parquet(Path(path))
     cols = list(columns or FIT_INPUT_COLUMNS)
-    tb = pq.read_table(path, columns=cols)
+    # split as a dictionary column: its codes are compared, no string per row is materialised
+    tb = pq.read_table(path, columns=cols, use_threads=False,
+                       read_dictionary=["split"] if "split" in cols else None)
     out = {}
     for c in cols:
         if c == "split":
-            out["is_test"] = pc.equal(tb.column("split"), "test").to_numpy(zero_copy_only=False)
+            out["is_test"] = _is_test(tb.column("split"))
         else:
             out[c] = tb.column(c).to_numpy()
     return out
 
 
 read_sim = read_sim_columns
+
+
+def _is_test(split) -> np.ndarray:
+    """Boolean ``split == "test"`` of a (dictionary-encoded) Arrow column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for chunk in split.chunks:
+        if pa.types.is_dictionary(chunk.type) and chunk.null_count == 0:
+            hit = np.asarray(chunk.dictionary.to_pylist(), dtype=object) == "test"
+            parts.append(hit[chunk.indices.to_numpy(zero_copy_only=False)] if hit.size
+                         else np.zeros(len(chunk), dtype=bool))
+        else:
+            parts.append(pc.equal(chunk, "test").to_numpy(zero_copy_only=False))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
 def read_truth(path) -> pd.DataFrame:
@@ -64,7 +89,8 @@ def read_truth(path) -> pd.DataFrame:
     from clusterhte import io
 
     io._check_parquet(Path(path))
-    tb = pq.read_table(path, columns=["rep", "row", "delta"], filters=[("split", "==", "test")])
+    tb = pq.read_table(path, columns=["rep", "row", "delta"], filters=[("split", "==", "test")],
+                       use_threads=False)
     out = pd.DataFrame({c: tb.column(c).to_numpy() for c in ("rep", "row", "delta")})
     out.insert(1, "split", pd.Categorical(np.full(len(out), "test")))
     return out
@@ -74,10 +100,15 @@ FIT_EVAL_COLUMNS = ["rep", "row", "cate", "decision", "failed", "seconds"]
 
 
 def read_fit(path) -> pd.DataFrame:
-    """The columns of a fit chunk the evaluation uses."""
+    """The columns of a fit chunk the evaluation uses (numeric only: read with pyarrow into
+    numpy, no pandas conversion of the string columns)."""
+    import pyarrow.parquet as pq
+
     from clusterhte import io
 
-    return io.read_parquet(path, columns=FIT_EVAL_COLUMNS)
+    io._check_parquet(Path(path))
+    tb = pq.read_table(path, columns=FIT_EVAL_COLUMNS, use_threads=False)
+    return pd.DataFrame({c: tb.column(c).to_numpy() for c in FIT_EVAL_COLUMNS}, copy=False)
 
 
 def _as_arrays(sim) -> dict[str, np.ndarray]:
@@ -115,10 +146,27 @@ def check_chunk(a: dict[str, np.ndarray], name: str = "simulated chunk") -> None
                              "(every training cluster needs both)")
 
 
-def _trial(a: dict[str, np.ndarray], sl: slice, split: str) -> TrialData:
-    cols = {c: a[c][sl] for c in ["cluster", "treatment", "outcome", *otr_designs.COVARIATES]}
-    frame = pd.DataFrame(cols, copy=False)
-    return TrialData(frame, "multisite", otr_designs.COVARIATES, (), otr_designs.MODERATORS,
+TRIAL_COLUMNS = ["cluster", "treatment", "outcome", *otr_designs.COVARIATES]
+
+
+def _chunk_frame(a: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The trial columns of a whole chunk as one frame (float columns in one block), built once;
+    each replicate's TrialData is a row slice of it."""
+    floats = [c for c in TRIAL_COLUMNS if c != "cluster"]
+    # (columns, rows) in C order: pandas' own block layout, so a replicate's row slice hands the
+    # estimators the same memory layout (and the same floating-point results) as a frame built
+    # from that replicate's columns
+    block = np.empty((len(floats), a["cluster"].size))
+    for j, c in enumerate(floats):
+        block[j] = a[c]
+    frame = pd.DataFrame(block.T, columns=floats, copy=False)
+    frame.insert(0, "cluster", a["cluster"])
+    return frame
+
+
+def _trial(frame: pd.DataFrame, sl: slice, split: str) -> TrialData:
+    part = frame.iloc[sl].reset_index(drop=True)
+    return TrialData(part, "multisite", otr_designs.COVARIATES, (), otr_designs.MODERATORS,
                      name=f"otr {split}")
 
 
@@ -142,24 +190,35 @@ def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, d
     blocks = {}
     for s, e in zip(bounds[:-1], bounds[1:]):
         blocks.setdefault(int(a["rep"][s]), {})["test" if a["is_test"][s] else "train"] = slice(s, e)
+    frame = _chunk_frame(a)
     for rep in sorted(blocks):
         b = blocks[rep]
         if "train" not in b or "test" not in b:
             raise ValueError(f"replicate {rep} of the simulated chunk lacks its "
                              f"{'train' if 'train' not in b else 'test'} rows")
-        yield rep, _trial(a, b["train"], "train"), {"test": _trial(a, b["test"], "test")}
+        yield rep, _trial(frame, b["train"], "train"), {"test": _trial(frame, b["test"], "test")}
+
+
+def fit_table(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
+              threads: int = 1):
+    """Scores of ``method`` on the test split of every replicate of a chunk, as a pyarrow Table
+    (the fit table contract of :mod:`clusterhte.stages.fitting`; what the fit jobs write)."""
+    reps = iter_replicates(sim)
+    n = len(np.unique(_as_arrays(sim)["rep"]))
+    return fit_replicates_arrow(reps, study="otr", cell=cell, method=method, params=params,
+                                root_seed=seed, log=log, total=n, threads=threads)
 
 
 def fit(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
         threads: int = 1) -> pd.DataFrame:
-    """Scores of ``method`` on the test split of every replicate of a chunk (fit table contract)."""
-    reps = list(iter_replicates(sim))
-    return fit_replicates(reps, study="otr", cell=cell, method=method, params=params, root_seed=seed,
-                          log=log, total=len(reps), threads=threads)
+    """:func:`fit_table` as a DataFrame."""
+    return fit_table(sim, cell, method, params, seed, log=log, threads=threads).to_pandas()
 
 
 def evaluate(sim: pd.DataFrame, fits: dict[str, pd.DataFrame], rank: str = "spearman") -> pd.DataFrame:
     """Metrics of every method's fits of one chunk; ``fits`` maps method name -> fit table."""
+    from clusterhte.evaluate import otr_metrics
+
     return otr_metrics.evaluate_methods(fits, sim, rank=rank)
 
 
@@ -174,6 +233,8 @@ def collect(metric_tables: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
 
 def summary(per_rep: pd.DataFrame) -> pd.DataFrame:
     """Mean, SD and MCSE over replicates per design x size x method (congruence left out)."""
+    from clusterhte.evaluate import otr_metrics
+
     m = per_rep[per_rep["metric"] != "congruence"]
     out = otr_metrics.aggregate(m, ["design", "J", "n"]).drop(columns="other")
     return out.sort_values(["design", "J", "n", "metric", "method"]).reset_index(drop=True)
@@ -181,6 +242,8 @@ def summary(per_rep: pd.DataFrame) -> pd.DataFrame:
 
 def congruence(per_rep: pd.DataFrame) -> pd.DataFrame:
     """Mean pairwise congruence per design x size (long: method, other, mean)."""
+    from clusterhte.evaluate import otr_metrics
+
     m = per_rep[per_rep["metric"] == "congruence"]
     return otr_metrics.aggregate(m, ["design", "J", "n"])
 
