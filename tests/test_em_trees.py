@@ -14,9 +14,11 @@ from clusterhte.data.trial import TrialData
 from clusterhte.methods import get
 from clusterhte.methods.base import MethodError
 from clusterhte.methods.bootstrap import resample_clusters
-from clusterhte.methods.em_trees import (MEGB, MERF, ORIGIN, calibrated_effect, cluster_constant_mask,
-                                         cluster_projector, crossfit_folds, em_random_intercept, features,
-                                         linear_main_effects)
+from clusterhte.methods.em_trees import (MEGB, MERF, ORIGIN, LinearStart, calibrated_effect,
+                                         cluster_constant_mask, cluster_design, cluster_projector,
+                                         crossfit_folds, em_random_intercept, features, linear_main_effects,
+                                         linear_start_cv, weighted_linear_fit)
+from clusterhte.mixed.design import AliasedColumnsWarning
 from clusterhte.simulate.battery import simulate
 
 from conftest import lmm_ate, make_crt, small_multisite
@@ -178,6 +180,81 @@ def test_constant_effect_recovered_on_larger_trial(name):
     assert abs(res.point.mean() - 1.0) < 0.3
 
 
+def test_cluster_design_names_aliased_columns_in_lme4_order(crt_constant):
+    """[1, A, C, A x C] with C = (V1, V2 = A, V3 = 0): the in-order rank test drops V2 (= A),
+    A x V2 (= A) and the all-zero V3 and A x V3; the span is unchanged."""
+    td, _ = crt_constant
+    codes, a = td.cluster_codes, td.treatment
+    G = np.column_stack([td.X(), a, np.zeros(td.n)])
+    names = [*td.covariates, "V2", "V3"]
+    Q, dropped = cluster_design(G, codes, a, names)
+    assert dropped == ["V2", "V3", "treatment:V2", "treatment:V3"]
+    Q0, none = cluster_design(td.X(), codes, a, td.covariates)
+    assert none == [] and Q.shape == Q0.shape == (30, 4)
+    np.testing.assert_allclose(Q @ Q.T, Q0 @ Q0.T, atol=1e-10)
+
+
+def test_weighted_linear_fit_is_the_linear_r_learner():
+    """Weighted least squares of z on [1, G] (normal equations), exact for a linear z, an aliased
+    copy of a column dropped without changing the fit; linear=False is the zero function."""
+    rng = np.random.default_rng(8)
+    n = 300
+    G = rng.normal(size=(n, 3))
+    w = rng.uniform(0.1, 1.0, n)
+    z = 0.2 + G @ np.array([0.5, -1.0, 0.0]) + rng.normal(size=n)
+    fit = weighted_linear_fit(G, z, w)
+    D = np.column_stack([np.ones(n), G])
+    coef = np.linalg.solve(D.T @ (w[:, None] * D), D.T @ (w * z))
+    np.testing.assert_allclose(fit.predict(G), D @ coef, atol=1e-10)
+    Gal = np.column_stack([G, 2 * G[:, 0]])
+    fal = weighted_linear_fit(Gal, z, w)
+    assert fal.keep.tolist() == [True, True, True, True, False]
+    np.testing.assert_allclose(fal.predict(Gal), fit.predict(G), atol=1e-10)
+    assert np.all(weighted_linear_fit(G, z, w, linear=False).predict(G) == 0)
+
+
+def test_linear_start_fits_trees_to_the_linear_residual():
+    """LinearStart = linear R-learner + learner of its residual; the cross-validation version
+    fits the linear part on the training folds only."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(9)
+    n = 400
+    G = rng.normal(size=(n, 2))
+    w = np.full(n, 0.25)
+    z = 1.0 + 2.0 * G[:, 0] + rng.normal(scale=0.1, size=n)
+    m = LinearStart(LinearRegression()).fit(G, z, sample_weight=w)
+    np.testing.assert_allclose(m.model.coef_, 0, atol=1e-10)  # nothing linear left for the learner
+    np.testing.assert_allclose(m.predict(G), m.linear_.predict(G), atol=1e-10)
+    folds = np.repeat(np.arange(4), n // 4)
+    ds, pairs, fpreproc, lins = linear_start_cv(lgb, G, z, w, folds, True, {"verbose": -1})
+    lgb.cv({"objective": "regression", "verbose": -1, "num_leaves": 4}, ds, num_boost_round=3, folds=pairs,
+           fpreproc=fpreproc, stratified=False)
+    assert [te.tolist() for te, _ in lins] == [te.tolist() for _, te in pairs]
+    for (tr, te), (_, lin) in zip(pairs, lins):
+        ref = weighted_linear_fit(G[tr], z[tr], w[tr])
+        np.testing.assert_allclose(lin.predict(G[te]), ref.predict(G[te]), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["merf", "gpboost"])
+def test_aliased_columns_reported(name):
+    """A cluster covariate equal to the arm and a rescaled copy of X1: the fit warns naming the
+    dropped columns of its linear parts (as lme4) and lists them in info['dropped']."""
+    from clusterhte.methods.gpboost import GPBoost
+
+    td, _ = battery_trial("small", 1)
+    f = td.frame
+    td = replace(td, frame=f.assign(V2=f["treatment"].astype(float), X5=2 * f["X1"]),
+                 individual_covariates=(*td.individual_covariates, "X5"))
+    est = (MERF(**QUICK["merf"], random_state=0) if name == "merf"
+           else GPBoost(learning_rate=0.1, max_rounds=100, cv_folds=3, n_bootstrap=0, random_state=0))
+    with pytest.warns(AliasedColumnsWarning, match=r"V2.*treatment:V2.*X5"):
+        res = est.fit(td).predict(td)
+    assert res.info["dropped"] == {"random-intercept projection": ["V2", "treatment:V2"],
+                                   "linear main effects and effect start": ["X5"]}
+    assert np.all(np.isfinite(res.point))
+
+
 @pytest.mark.parametrize("name", ["merf", "megb"])
 def test_linear_modifier_tracked(name, crt_linear):
     td, tau = crt_linear
@@ -289,7 +366,8 @@ def test_defaults_are_paper_scale():
     assert MERF.default_params() == dict(n_estimators=300, min_samples_leaf=5, max_features=1.0,
                                          max_iter=20, tol=1e-3, project_cluster_constant=True,
                                          learner_form="r", cv_folds=5, outcome_passes=1,
-                                         effect_min_samples_leaf=40, n_bootstrap=50, n_threads=1)
+                                         effect_min_samples_leaf=40, effect_linear=True,
+                                         effect_shrinkage="test", n_bootstrap=50, n_threads=1)
     d = MEGB.default_params()
     assert (d["n_estimators"], d["learning_rate"], d["max_depth"], d["min_samples_leaf"], d["max_iter"],
             d["tol"]) == (500, 0.05, 3, 5, 100, 1e-3)

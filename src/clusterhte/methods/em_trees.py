@@ -98,27 +98,46 @@ def cluster_constant_mask(F: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return np.all(lo == hi, axis=0)
 
 
-def cluster_projector(F: np.ndarray, codes: np.ndarray, treatment: np.ndarray | None = None) -> np.ndarray:
-    """Orthonormal basis Q (J x r) of the cluster-level span of ``[1, C, A, A x C]``.
+def cluster_design(F: np.ndarray, codes: np.ndarray, treatment: np.ndarray | None = None,
+                   names=None) -> tuple[np.ndarray, list[str]]:
+    """Orthonormal basis Q (J x r) of the cluster-level span of ``[1, A, C, A x C]`` and the names
+    of the aliased columns dropped from it.
 
-    ``C`` = the columns of ``F`` constant within every cluster; ``A`` and ``A x C`` are added when
-    ``treatment`` (one value per row, constant within cluster in a CRT) is given.
-    ``b - Q @ (Q.T @ b)`` is ``(I - P) b`` of mermboost. Aliased (linearly dependent) columns, e.g.
-    a cluster covariate equal to ``A`` or ``A x V`` all zero, add nothing to the span: the rank is
-    taken from the SVD, so they are dropped without changing the projection.
+    ``C`` = the columns of ``F`` constant within every cluster (``names`` are the names of the
+    columns of ``F``, default ``x0, x1, ...``); ``A`` and ``A x C`` are added when ``treatment``
+    (one value per row, constant within cluster in a CRT) is given. ``b - Q @ (Q.T @ b)`` is
+    ``(I - P) b`` of mermboost. Aliased (linearly dependent) columns, e.g. a cluster covariate equal
+    to ``A`` or ``A x V`` all zero, are found by R's in-order rank test
+    (:func:`clusterhte.mixed.design.independent_columns`, the test lme4 applies to the same
+    columns in the same order as ``lmm``'s design) and dropped; they add nothing to the span, so the
+    projection is unchanged.
     """
+    from clusterhte.mixed.design import independent_columns
+
     J = codes.max() + 1
+    names = list(names) if names is not None else [f"x{k}" for k in range(F.shape[1])]
     first = np.full(J, -1)
     first[codes[::-1]] = np.arange(len(codes))[::-1]  # first row of each cluster
-    cc = F[first][:, cluster_constant_mask(F, codes)]
-    cols = [np.ones((J, 1)), cc]
+    mask = cluster_constant_mask(F, codes)
+    cc = F[first][:, mask]
+    cnames = [nm for nm, k in zip(names, mask) if k]
+    cols, labels = [np.ones((J, 1))], ["(Intercept)"]
     if treatment is not None:
         a = np.asarray(treatment, float)[first][:, None]
-        cols += [a, a * cc]
+        cols += [a, cc, a * cc]
+        labels += ["treatment"] + cnames + [f"treatment:{c}" for c in cnames]
+    else:
+        cols.append(cc)
+        labels += cnames
     Xcc = np.column_stack(cols)
-    U, s, _ = np.linalg.svd(Xcc, full_matrices=False)
-    rank = int(np.sum(s > s[0] * max(Xcc.shape) * np.finfo(float).eps))
-    return U[:, :rank]
+    keep = independent_columns(Xcc)
+    Q, _ = np.linalg.qr(Xcc[:, keep])
+    return Q, [nm for nm, k in zip(labels, keep) if not k]
+
+
+def cluster_projector(F: np.ndarray, codes: np.ndarray, treatment: np.ndarray | None = None) -> np.ndarray:
+    """The basis Q of :func:`cluster_design` (aliased columns dropped without a report)."""
+    return cluster_design(F, codes, treatment)[0]
 
 
 @dataclass
@@ -328,7 +347,7 @@ class Calibrated:
 
 
 def calibrated_effect(model, fitted: np.ndarray, oof: np.ndarray, z: np.ndarray, w: np.ndarray,
-                      codes: np.ndarray) -> Calibrated:
+                      codes: np.ndarray, shrinkage: str = "slope") -> Calibrated:
     """Shrink an effect model toward the ATE by its out-of-fold calibration slope.
 
     With R-loss weights ``w`` and pseudo-outcomes ``z``, the ATE is ``c = sum w z / sum w`` and
@@ -350,7 +369,8 @@ def calibrated_effect(model, fitted: np.ndarray, oof: np.ndarray, z: np.ndarray,
         score = np.bincount(codes, weights=cw * go * (z - c - beta * go))
         se = float(np.sqrt(score @ score)) / den
         t = beta / se if se > 0 else np.inf
-        slope = float(np.clip(beta * max(0.0, 1.0 - 1.0 / t ** 2), 0.0, 1.0)) if beta > 0 else 0.0
+        scale = beta if shrinkage == "slope" else 1.0
+        slope = float(np.clip(scale * max(0.0, 1.0 - 1.0 / t ** 2), 0.0, 1.0)) if beta > 0 else 0.0
     return Calibrated(model=model, ate=c, slope=slope, center=float(cw @ fitted), t=float(t))
 
 
@@ -362,17 +382,127 @@ def linear_main_effects(G: np.ndarray, r: np.ndarray) -> np.ndarray:
     imbalance of that covariate between arms turns the leftover trend into spurious heterogeneity
     of the pseudo-outcome. Adding the linear fit of the residual on the covariates to the outcome
     model is still an estimate of the marginal mean (the treatment is not used), so the R-learner
-    stays unbiased. Fitted values of least squares are unique even when columns are aliased
-    (``numpy.linalg.lstsq``), so aliased columns are dropped without changing the fit.
+    stays unbiased. Aliased columns of ``[1, G]`` are dropped by R's in-order rank test
+    (:func:`row_design_aliased` names them); the fitted values do not change.
     """
+    from clusterhte.mixed.design import independent_columns
+
     D = np.column_stack([np.ones(len(r)), G])
+    D = D[:, independent_columns(D)]
     coef = np.linalg.lstsq(D, r, rcond=None)[0]
     return D @ coef
 
 
+def row_design_aliased(G: np.ndarray, names) -> list[str]:
+    """Names of the columns of ``[1, G]`` (``"(Intercept)"`` and ``names``) dropped as aliased by
+    R's in-order rank test: the design of :func:`linear_main_effects` and of the linear effect
+    start (:func:`weighted_linear_fit`)."""
+    from clusterhte.mixed.design import independent_columns
+
+    keep = independent_columns(np.column_stack([np.ones(len(G)), G]))
+    return [nm for nm, k in zip(["(Intercept)", *names], keep) if not k]
+
+
+def report_aliased(est: Estimator, data: TrialData, dropped: dict) -> None:
+    """Warn (:class:`~clusterhte.mixed.design.AliasedColumnsWarning`) naming the aliased columns
+    dropped from the linear parts of a fit, as lme4 and mgcv report a rank-deficient design."""
+    import warnings
+
+    from clusterhte.mixed.design import AliasedColumnsWarning
+
+    parts = "; ".join(f"{what}: {cols}" for what, cols in dropped.items() if cols)
+    if parts:
+        warnings.warn(f"{data.name}: method '{est.name}': linear part rank deficient, dropping aliased "
+                      f"column(s) ({parts}); they are linear combinations of the columns before them "
+                      f"and add nothing to the fit", AliasedColumnsWarning, stacklevel=4)
+
+
+@dataclass
+class LinearFit:
+    """Weighted least-squares fit on ``[1, G]`` over the columns ``keep`` (aliased ones dropped);
+    ``keep`` all False is the zero function (no linear start)."""
+
+    keep: np.ndarray
+    coef: np.ndarray
+
+    def predict(self, G) -> np.ndarray:
+        if not self.keep.any():
+            return np.zeros(len(G))
+        D = np.column_stack([np.ones(len(G)), G])[:, self.keep]
+        return D @ self.coef
+
+
+def weighted_linear_fit(G: np.ndarray, z: np.ndarray, w: np.ndarray, linear: bool = True) -> LinearFit:
+    """The linear R-learner: weighted least squares of the pseudo-outcome ``z`` on ``[1, G]`` with
+    the R-loss weights ``w`` (minimises ``sum (r - (a - e) (c + G beta))^2``). Aliased columns are
+    dropped by the in-order rank test of :func:`clusterhte.mixed.design.independent_columns`.
+    ``linear=False`` returns the zero function."""
+    from clusterhte.mixed.design import independent_columns
+
+    p = np.shape(G)[1] + 1
+    if not linear:
+        return LinearFit(np.zeros(p, bool), np.zeros(0))
+    D = np.column_stack([np.ones(len(z)), G])
+    keep = independent_columns(D)
+    sw = np.sqrt(np.asarray(w, float))
+    coef = np.linalg.lstsq(D[:, keep] * sw[:, None], np.asarray(z, float) * sw, rcond=None)[0]
+    return LinearFit(keep, coef)
+
+
+class LinearStart:
+    """Effect model ``l(x) + g(x)``: the linear R-learner ``l`` (:func:`weighted_linear_fit`) and a
+    tree learner ``g`` (``make``, with ``fit(F, y, sample_weight)``) fitted to its residual, so the
+    trees model only what is not linear. With ``linear=False``, ``l = 0``."""
+
+    def __init__(self, model, linear: bool = True):
+        self.model, self.linear = model, bool(linear)
+
+    def fit(self, F, y, sample_weight=None):
+        w = np.ones(len(y)) if sample_weight is None else sample_weight
+        self.linear_ = weighted_linear_fit(F, y, w, self.linear)
+        self.model.fit(F, y - self.linear_.predict(F), sample_weight=sample_weight)
+        return self
+
+    def predict(self, F):
+        return self.linear_.predict(F) + np.asarray(self.model.predict(F), float).ravel()
+
+
+def _n_rows(ds) -> int:
+    """Rows of an unconstructed cross-validation Dataset (LightGBM subsets keep indices,
+    GPBoost's keep sliced labels)."""
+    idx = getattr(ds, "used_indices", None)
+    return len(idx) if idx is not None else len(ds.label)
+
+
+def linear_start_cv(lib, G: np.ndarray, z: np.ndarray, w: np.ndarray, folds: np.ndarray,
+                    linear: bool, dataset_params: dict):
+    """(full Dataset, fold pairs, ``fpreproc``, list of per-fold linear fits) for ``lib.cv``
+    (LightGBM or GPBoost) on the residual of a linear start fitted *within* each training fold.
+
+    ``fpreproc`` replaces each fold's training and validation sets by new ones whose label is
+    ``z - l_k(G)``, ``l_k`` the linear R-learner of the training folds only (so neither the
+    choice of rounds nor the out-of-fold predictions ``l_k + g_k`` see the held-out clusters
+    through the linear part). The fits are appended in fold order, with the held-out rows.
+    """
+    pairs = [(np.flatnonzero(folds != k), np.flatnonzero(folds == k)) for k in range(int(folds.max()) + 1)]
+    lins: list = []
+
+    def fpreproc(dtrain, dvalid, params):
+        tr, te = pairs[len(lins)]  # the cv functions call fpreproc once per fold, in fold order
+        if _n_rows(dtrain) != len(tr) or _n_rows(dvalid) != len(te):  # pragma: no cover
+            raise RuntimeError("cross-validation folds out of order")
+        lin = weighted_linear_fit(G[tr], z[tr], w[tr], linear)
+        lins.append((te, lin))
+        dt = lib.Dataset(G[tr], z[tr] - lin.predict(G[tr]), weight=w[tr], params=dataset_params)
+        dv = lib.Dataset(G[te], z[te] - lin.predict(G[te]), weight=w[te], reference=dt, params=dataset_params)
+        return dt, dv, params
+
+    return lib.Dataset(G, z, weight=w, params=dataset_params, free_raw_data=False), pairs, fpreproc, lins
+
+
 def r_learner(G: np.ndarray, y: np.ndarray, a: np.ndarray, codes: np.ndarray, folds: np.ndarray,
               outcome: Callable[[int], object] | np.ndarray, fit_effect: Callable, seed: int,
-              passes: int = 1, max_iter: int = 200, tol: float = 1e-8) -> RFit:
+              passes: int = 1, max_iter: int = 200, tol: float = 1e-8, names=None) -> RFit:
     """R-learner with a random intercept, for a two-arm CRT (one EM, one effect regression).
 
     ``G`` = ``[X, V]`` (no treatment column), ``a`` the 0/1 treatment, ``folds`` cluster folds.
@@ -403,7 +533,8 @@ def r_learner(G: np.ndarray, y: np.ndarray, a: np.ndarray, codes: np.ndarray, fo
     ``max_iter`` iterations) with the learner's predictions fixed.
     """
     y, a = np.asarray(y, float), np.asarray(a, float)
-    Q = cluster_projector(G, codes, treatment=a)
+    names = list(names) if names is not None else [f"x{k}" for k in range(G.shape[1])]
+    Q, dropped_projection = cluster_design(G, codes, treatment=a, names=names)
     s2 = float(np.var(y))
     b = np.zeros(codes.max() + 1)
     m = np.asarray(outcome, float) if not callable(outcome) else None
@@ -422,6 +553,9 @@ def r_learner(G: np.ndarray, y: np.ndarray, a: np.ndarray, codes: np.ndarray, fo
     r = y - m - em.b[codes]
     r = r - linear_main_effects(G, r)
     effect, info = fit_effect(G, r / (a - e), w, folds, seed + 1000, codes, r_full / (a - e))
+    info["dropped"] = {k: v for k, v in (("random-intercept projection", dropped_projection),
+                                         ("linear main effects and effect start", row_design_aliased(G, names)))
+                       if v}
     return RFit(effect=effect, em=em, propensity=e, info=info)
 
 
@@ -487,6 +621,12 @@ class _EMTrees(Estimator):
             raise MethodError(f"method '{self.name}': hyperparameter 'cv_folds' must be >= 2, got {self.cv_folds!r}")
         if self.tol is None or not np.isfinite(self.tol) or self.tol < 0:
             raise MethodError(f"method '{self.name}': hyperparameter 'tol' must be >= 0, got {self.tol!r}")
+        if not isinstance(self.effect_linear, (bool, np.bool_)):
+            raise MethodError(f"method '{self.name}': hyperparameter 'effect_linear' must be true or false, "
+                              f"got {self.effect_linear!r}")
+        if self.effect_shrinkage not in ("test", "slope"):
+            raise MethodError(f"method '{self.name}': hyperparameter 'effect_shrinkage' must be 'test' or 'slope', "
+                              f"got {self.effect_shrinkage!r}")
         if self.learner_form not in ("r", "s", "t"):
             raise MethodError(f"method '{self.name}': hyperparameter 'learner_form' must be 'r' (R-learner on "
                               f"the EM fit), 's' (one learner on [X, V, A]) or 't' (one learner per arm), "
@@ -497,9 +637,9 @@ class _EMTrees(Estimator):
         if self.learner_form == "r":
             folds = crossfit_folds(train, int(self.cv_folds), np.random.default_rng(seed))
             return r_learner(train.X(), train.outcome, train.treatment, codes, folds, self._learner,
-                             self._fit_effect, seed, passes=int(self.outcome_passes))
+                             self._fit_effect, seed, passes=int(self.outcome_passes), names=train.covariates)
         F = features(train)
-        Q = cluster_projector(F, codes, treatment=train.treatment) if self.project_cluster_constant else None
+        Q = cluster_projector(train.X(), codes, treatment=train.treatment) if self.project_cluster_constant else None
         s2 = float(np.var(train.outcome))
         # start s_b^2 = s_e^2 = var(y)/2 (the R codes start at s_e^2 = 1, D = I; scale-free here)
         if self.learner_form == "t":
@@ -518,6 +658,14 @@ class _EMTrees(Estimator):
         seed, rng, seeds = seed_streams(self.random_state)
         self.covariates_ = train.covariates
         self.fit_ = self._fit_one(train, seed)
+        if isinstance(self.fit_, RFit):
+            self.dropped_ = self.fit_.info["dropped"]
+        elif self.project_cluster_constant:
+            cols = cluster_design(train.X(), train.cluster_codes, train.treatment, train.covariates)[1]
+            self.dropped_ = {"random-intercept projection": cols} if cols else {}
+        else:
+            self.dropped_ = {}
+        report_aliased(self, train, self.dropped_)
         self.boot_ = bootstrap_fits(self._fit_one, train, int(self.n_bootstrap), rng, seeds)
 
     def _cate(self, fit, test: TrialData) -> np.ndarray:
@@ -533,7 +681,7 @@ class _EMTrees(Estimator):
         point = self._cate(self.fit_, test)
         em = self.fit_.em if isinstance(self.fit_, RFit) else self.fit_
         info = {"sigma2_b": em.sigma2_b, "sigma2_e": em.sigma2_e, "em_iterations": em.n_iter,
-                "em_converged": em.converged, "learner_form": self.learner_form}
+                "em_converged": em.converged, "learner_form": self.learner_form, "dropped": self.dropped_}
         if isinstance(self.fit_, RFit):
             info.update(self.fit_.info)
         return result_with_bootstrap(point, [self._cate(m, test) for m in self.boot_], info=info)
@@ -570,7 +718,7 @@ class MERF(_EMTrees):
     def __init__(self, n_estimators: int = 300, min_samples_leaf: int = 5, max_features: float = 1.0,
                  max_iter: int = 20, tol: float = 1e-3, project_cluster_constant: bool = True,
                  learner_form: str = "r", cv_folds: int = 5, outcome_passes: int = 1,
-                 effect_min_samples_leaf: int = 40, n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
+                 effect_min_samples_leaf: int = 40, effect_linear: bool = True, effect_shrinkage: str = "test", n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
 
@@ -592,9 +740,12 @@ class MERF(_EMTrees):
         def make(k):
             return self._forest(k, self.effect_min_samples_leaf)
 
-        forest = make(seed).fit(G, z, sample_weight=w)
-        oof = CrossFitted(make, folds, seed + 1, sample_weight=w).fit(G, z).oof_
-        cal = calibrated_effect(forest, forest.predict(G), oof, z_test, w, codes)
+        def start(k):
+            return LinearStart(make(k), self.effect_linear)
+
+        forest = start(seed).fit(G, z, sample_weight=w)
+        oof = CrossFitted(start, folds, seed + 1, sample_weight=w).fit(G, z).oof_
+        cal = calibrated_effect(forest, forest.predict(G), oof, z_test, w, codes, self.effect_shrinkage)
         return cal, {"effect_slope": cal.slope, "effect_t": cal.t}
 
     def _learner(self, seed: int):
@@ -657,7 +808,7 @@ class MEGB(_EMTrees):
     def __init__(self, n_estimators: int = 500, learning_rate: float = 0.05, max_depth: int = 3,
                  min_samples_leaf: int = 5, subsample: float = 0.5, max_iter: int = 100,
                  tol: float = 1e-3, project_cluster_constant: bool = True, learner_form: str = "r",
-                 cv_folds: int = 5, outcome_passes: int = 1, early_stopping_rounds: int = 20,
+                 cv_folds: int = 5, outcome_passes: int = 1, early_stopping_rounds: int = 20, effect_linear: bool = True, effect_shrinkage: str = "test",
                  n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
@@ -687,17 +838,15 @@ class MEGB(_EMTrees):
         import lightgbm as lgb
 
         params = self._learner(seed).params
-        ds = lgb.Dataset(G, z, weight=w, params={"verbose": -1}, free_raw_data=False)
-        K = int(folds.max()) + 1
-        cv = lgb.cv(params, ds, num_boost_round=int(self.n_estimators), stratified=False,
-                    folds=[(np.flatnonzero(folds != k), np.flatnonzero(folds == k)) for k in range(K)],
+        ds, pairs, fpreproc, lins = linear_start_cv(lgb, G, z, w, folds, self.effect_linear, {"verbose": -1})
+        cv = lgb.cv(params, ds, num_boost_round=int(self.n_estimators), stratified=False, folds=pairs,
+                    fpreproc=fpreproc, return_cvbooster=True,
                     callbacks=[lgb.early_stopping(int(self.early_stopping_rounds), verbose=False)])
+        boosters = cv.pop("cvbooster").boosters
         rounds = len(next(iter(cv.values())))
-
-        def make(k):
-            return _LGBMRegressor(dict(params, seed=int(k % (2 ** 31 - 1))), rounds)
-
-        booster = make(seed).fit(G, z, sample_weight=w)
-        oof = CrossFitted(make, folds, seed + 1, sample_weight=w).fit(G, z).oof_
-        cal = calibrated_effect(booster, booster.predict(G), oof, z_test, w, codes)
+        oof = np.empty(len(z))
+        for (te, lin), bst in zip(lins, boosters):
+            oof[te] = lin.predict(G[te]) + bst.predict(G[te], num_iteration=rounds)
+        booster = LinearStart(_LGBMRegressor(params, rounds), self.effect_linear).fit(G, z, sample_weight=w)
+        cal = calibrated_effect(booster, booster.predict(G), oof, z_test, w, codes, self.effect_shrinkage)
         return cal, {"effect_rounds": rounds, "effect_slope": cal.slope, "effect_t": cal.t}

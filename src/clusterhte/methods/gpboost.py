@@ -61,9 +61,9 @@ import numpy as np
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.em_trees import (RFit, bootstrap_fits, calibrated_effect, check_crt,
-                                         check_nonnegative_int, check_positive, crossfit_folds, features,
-                                         r_learner, result_with_bootstrap, seed_streams)
+from clusterhte.methods.em_trees import (LinearStart, RFit, bootstrap_fits, calibrated_effect, check_crt,
+                                         check_nonnegative_int, check_positive, crossfit_folds, features, linear_start_cv,
+                                         r_learner, report_aliased, result_with_bootstrap, seed_streams)
 
 
 def _fold_pairs(folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -131,7 +131,7 @@ class GPBoost(Estimator):
 
     def __init__(self, learning_rate: float = 0.05, max_depth: int = 3, min_samples_leaf: int = 5,
                  max_rounds: int = 1000, cv_folds: int = 5, early_stopping_rounds: int = 20,
-                 learner_form: str = "r", n_bootstrap: int = 50, n_threads: int = 1,
+                 learner_form: str = "r", effect_linear: bool = True, effect_shrinkage: str = "test", n_bootstrap: int = 50, n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
@@ -148,6 +148,12 @@ class GPBoost(Estimator):
         if self.cv_folds < 2:
             raise MethodError(f"method 'gpboost': hyperparameter 'cv_folds' must be an integer >= 2 (it is "
                               f"capped by the number of clusters per arm), got {self.cv_folds!r}")
+        if not isinstance(self.effect_linear, (bool, np.bool_)):
+            raise MethodError(f"method 'gpboost': hyperparameter 'effect_linear' must be true or false, "
+                              f"got {self.effect_linear!r}")
+        if self.effect_shrinkage not in ("test", "slope"):
+            raise MethodError(f"method 'gpboost': hyperparameter 'effect_shrinkage' must be 'test' or 'slope', "
+                              f"got {self.effect_shrinkage!r}")
         if self.learner_form not in ("r", "s"):
             raise MethodError(f"method 'gpboost': hyperparameter 'learner_form' must be 'r' (R-learner) or "
                               f"'s' (the R original's S-learner), got {self.learner_form!r}")
@@ -183,9 +189,21 @@ class GPBoost(Estimator):
         return rounds, pred
 
     def _fit_effect(self, G, z, w, folds, seed, codes, z_test):
-        rounds, oof = self._cv_rounds(G, z, folds, seed, weight=w, oof=True)
-        booster = _Booster(self._params(seed), rounds).fit(G, z, sample_weight=w)
-        cal = calibrated_effect(booster, booster.predict(G), oof, z_test, w, codes)
+        import gpboost as gpb
+
+        ds, pairs, fpreproc, lins = linear_start_cv(gpb, G, z, w, folds, self.effect_linear, {"verbose": -1})
+        cv = gpb.cv(self._params(seed), ds, num_boost_round=int(self.max_rounds),
+                    early_stopping_rounds=int(self.early_stopping_rounds), folds=pairs, fpreproc=fpreproc,
+                    verbose_eval=False, seed=int(seed % (2 ** 31 - 1)), return_cvbooster=True)
+        boosters = cv.pop("cvbooster").boosters
+        rounds = len(next(iter(cv.values()))) if cv else 0
+        if rounds < 1:
+            raise MethodError("method 'gpboost': cross-validation of the number of rounds failed")
+        oof = np.empty(len(z))
+        for (te, lin), bst in zip(lins, boosters):
+            oof[te] = lin.predict(G[te]) + np.asarray(bst.predict(data=G[te], num_iteration=rounds), float).ravel()
+        booster = LinearStart(_Booster(self._params(seed), rounds), self.effect_linear).fit(G, z, sample_weight=w)
+        cal = calibrated_effect(booster, booster.predict(G), oof, z_test, w, codes, self.effect_shrinkage)
         return cal, {"effect_rounds": rounds, "effect_slope": cal.slope, "effect_t": cal.t}
 
     def _fit_one(self, train: TrialData, seed: int):
@@ -197,7 +215,7 @@ class GPBoost(Estimator):
             return _SFit(_Booster(self._params(seed), rounds, codes).fit(F, train.outcome), rounds)
         G, y = train.X(), train.outcome
         rounds, m = self._cv_rounds(G, y, folds, seed, groups=codes, oof=True)
-        fit = r_learner(G, y, train.treatment, codes, folds, m, self._fit_effect, seed)
+        fit = r_learner(G, y, train.treatment, codes, folds, m, self._fit_effect, seed, names=train.covariates)
         fit.info["outcome_rounds"] = rounds
         return fit
 
@@ -207,6 +225,8 @@ class GPBoost(Estimator):
         seed, rng, seeds = seed_streams(self.random_state)
         self.covariates_ = train.covariates
         self.fit_ = self._fit_one(train, seed)
+        self.dropped_ = self.fit_.info["dropped"] if isinstance(self.fit_, RFit) else {}
+        report_aliased(self, train, self.dropped_)
         self.boot_ = bootstrap_fits(self._fit_one, train, int(self.n_bootstrap), rng, seeds)
 
     def _cate(self, fit, test: TrialData) -> np.ndarray:
@@ -225,5 +245,6 @@ class GPBoost(Estimator):
             cp = np.asarray(self.fit_.booster.gp_.get_cov_pars(), float).ravel()
             info = {"rounds": self.fit_.rounds, "sigma2_e": float(cp[0]), "sigma2_b": float(cp[1])}
         info["learner_form"] = self.learner_form
+        info["dropped"] = self.dropped_
         return result_with_bootstrap(self._cate(self.fit_, test), [self._cate(f, test) for f in self.boot_],
                                      info=info)
