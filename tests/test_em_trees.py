@@ -128,6 +128,10 @@ def test_calibration_slope_known_answers():
     assert np.mean(np.array(slopes) == 0) >= 0.6 and max(slopes) < 0.15
     # clipped at 1 when the held-out predictions are too flat
     assert calibrated_effect(None, g, 0.2 * g, z, w, codes).slope == 1.0
+    # "test" shrinkage: the James-Stein factor of the same t only (no factor beta)
+    test = calibrated_effect(None, g, g, z, w, codes, shrinkage="test")
+    assert test.t == cal.t and abs(test.slope - (1 - 1 / cal.t ** 2)) < 1e-12
+    assert calibrated_effect(None, g, -g, z, w, codes, shrinkage="test").slope == 0.0
 
 
 def test_crossfit_folds_survive_bootstrap_with_few_clusters():
@@ -357,6 +361,10 @@ def test_bad_hyperparameters_named(crt_linear):
         MEGB(cv_folds=1).fit(td)
     with pytest.raises(MethodError, match="tol"):
         MEGB(tol=float("nan")).fit(td)
+    with pytest.raises(MethodError, match="bootstrap_trees"):
+        MERF(bootstrap_trees=7).fit(td)
+    with pytest.raises(MethodError, match="effect_shrinkage"):
+        MEGB(effect_shrinkage="js").fit(td)
     with pytest.raises(MethodError, match="X2"):
         m = MERF(n_estimators=10, max_iter=2, n_bootstrap=0).fit(td)
         m.predict(replace(td, frame=td.frame.drop(columns="X2"), individual_covariates=("X1", "X3")))
@@ -367,7 +375,8 @@ def test_defaults_are_paper_scale():
                                          max_iter=20, tol=1e-3, project_cluster_constant=True,
                                          learner_form="r", cv_folds=5, outcome_passes=1,
                                          effect_min_samples_leaf=40, effect_linear=True,
-                                         effect_shrinkage="test", n_bootstrap=50, n_threads=1)
+                                         effect_shrinkage="test", n_bootstrap=50, bootstrap_trees=100,
+                                         n_threads=1)
     d = MEGB.default_params()
     assert (d["n_estimators"], d["learning_rate"], d["max_depth"], d["min_samples_leaf"], d["max_iter"],
             d["tol"]) == (500, 0.05, 3, 5, 100, 1e-3)
@@ -388,3 +397,41 @@ def test_battery_quick_settings(name):
     assert table.loc["cluster", "corr"] >= 0.6 and abs(table.loc["cluster", "ate_error"]) < 0.25
     for sc in ("linear", "nonlinear"):
         assert 0.85 <= table.loc[sc, "coverage"] <= 0.995, (sc, table.loc[sc, "coverage"])
+
+
+def test_monte_carlo_correction_recovers_the_sampling_variance():
+    """Refits = sampling draw + forest Monte Carlo noise (two independent halves): the corrected
+    variance is the sampling variance plus the full-data forest's noise, whatever the refit size."""
+    from clusterhte.methods.bootstrap import monte_carlo_corrected_result
+
+    rng = np.random.default_rng(11)
+    rows, B = 4000, 50
+    sd_sampling, sigma_tree = 0.3, 1.5
+    target = np.sqrt(sd_sampling ** 2 + sigma_tree ** 2 / 300)
+    for T_refit in (300, 100):
+        S = rng.normal(scale=sd_sampling, size=(rows, B))
+        h1 = rng.normal(scale=sigma_tree / np.sqrt(T_refit / 2), size=(rows, B))
+        h2 = rng.normal(scale=sigma_tree / np.sqrt(T_refit / 2), size=(rows, B))
+        draws, diff = S + (h1 + h2) / 2, h1 - h2
+        res = monte_carlo_corrected_result(np.zeros(rows), draws, diff, T_refit / 300)
+        se = np.sqrt(np.mean(res.info["se"] ** 2))
+        assert abs(se / target - 1) < 0.02, (T_refit, se, target)
+        plain = np.sqrt(np.mean(draws.var(axis=1, ddof=1)))
+        if T_refit == 100:  # without the correction the smaller refits would widen the interval
+            assert plain / target - 1 > 0.05
+    lo, hi = res.info["ate_interval"]
+    assert lo < 0 < hi
+
+
+@pytest.mark.slow
+def test_merf_refit_size_does_not_change_the_width():
+    """Paper-size MERF (300 trees) with refits of 300 and of 100 trees on the same cluster
+    resamples: the mean interval width agrees within Monte Carlo error (prints both)."""
+    for rep in range(2):
+        td, _ = battery_trial("linear", rep)
+        w = {}
+        for bt in (300, 100):
+            r = MERF(n_bootstrap=10, bootstrap_trees=bt, random_state=rep).fit(td).predict(td)
+            w[bt] = float(np.mean(r.upper - r.lower))
+        print(rep, w)
+        assert abs(w[100] / w[300] - 1) < 0.1, w

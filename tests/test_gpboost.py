@@ -11,8 +11,8 @@ import pytest
 
 from clusterhte.methods import get
 from clusterhte.methods.base import MethodError
-from clusterhte.mixed.design import AliasedColumnsWarning
 from clusterhte.methods.gpboost import GPBoost
+from clusterhte.mixed.design import AliasedColumnsWarning
 from clusterhte.simulate.battery import simulate
 
 from conftest import make_crt, small_multisite
@@ -126,6 +126,10 @@ def test_multisite_refused_and_bad_hyperparameters(crt_linear):
         GPBoost(learning_rate=float("inf")).fit(td)
     with pytest.raises(MethodError, match="learner_form"):
         GPBoost(learner_form="t").fit(td)
+    with pytest.raises(MethodError, match="effect_shrinkage"):
+        GPBoost(effect_shrinkage="none").fit(td)
+    with pytest.raises(MethodError, match="effect_linear"):
+        GPBoost(effect_linear="yes").fit(td)
 
 
 def test_defaults():
