@@ -74,7 +74,12 @@ bootstrap intervals, centred at the shrunk estimate, under-covered (quick settin
 MEGB linear / nonlinear 0.91 / 0.87, GPBoost 0.85 / 0.83). The pseudo-outcome is so noisy (SD about
 1.5 against a CATE SD of 0.5) that early-stopped boosting stops after 1-30 rounds; a linear start
 gets the linear part of the CATE unbiased from the first round, and the test shrinkage no longer
-scales it down. Measured numbers: see ``BATTERY`` below and the issue's closing note.
+scales it down. Measured with both (``python -m clusterhte.evaluate.battery --methods gpboost,megb
+--scenarios null,cluster,linear,nonlinear,small --reps 20 --settings quick``; GPBoost / MEGB): null
+CATE SD 0.09 / 0.09, 0 inside 97 / 97 % of the intervals; cluster modifier correlation 0.95 / 0.94,
+ATE error -0.02 / 0.03; pointwise coverage linear 0.975 / 0.970, nonlinear 0.876 / 0.916 (CATE SD
+0.37 / 0.40 against a true 0.43: the nonlinear remainder is still partly missed); no failure on
+10 clusters of sizes 3-80. MERF: see ``tests/test_battery.py`` and the issue's closing note.
 
 Aliased columns: the linear parts (the projection's ``[1, A, V, A x V]``, the main-effect
 correction's and the linear start's ``[1, X, V]``) drop aliased columns by R's in-order rank test
