@@ -435,3 +435,20 @@ def test_merf_refit_size_does_not_change_the_width():
             w[bt] = float(np.mean(r.upper - r.lower))
         print(rep, w)
         assert abs(w[100] / w[300] - 1) < 0.1, w
+
+
+def test_fast_forest_is_sklearns_forest():
+    """MERF's forest class skips sklearn's per-tree clone/set_params but grows the same trees."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from clusterhte.methods.em_trees import _forest_class
+
+    rng = np.random.default_rng(12)
+    X, w = rng.normal(size=(300, 5)), rng.uniform(0.1, 1, 300)
+    y = X[:, 0] + rng.normal(size=300)
+    kw = dict(n_estimators=20, min_samples_leaf=5, max_features=1.0, random_state=31)
+    ref = RandomForestRegressor(**kw).fit(X, y, sample_weight=w)
+    ours = _forest_class()(**kw).fit(X, y, sample_weight=w)
+    assert isinstance(ours, RandomForestRegressor)
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+    assert [t.random_state for t in ours.estimators_] == [t.random_state for t in ref.estimators_]
