@@ -933,7 +933,8 @@ class MEGB(_EMTrees):
     def __init__(self, n_estimators: int = 500, learning_rate: float = 0.05, max_depth: int = 3,
                  min_samples_leaf: int = 5, subsample: float = 0.5, max_iter: int = 100,
                  tol: float = 1e-3, project_cluster_constant: bool = True, learner_form: str = "r",
-                 cv_folds: int = 5, outcome_passes: int = 1, early_stopping_rounds: int = 20, effect_linear: bool = True, effect_shrinkage: str = "test",
+                 cv_folds: int = 5, outcome_passes: int = 1, early_stopping_rounds: int = 20,
+                 effect_linear: bool = True, effect_shrinkage: str = "test",
                  n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())

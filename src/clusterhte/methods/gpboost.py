@@ -72,8 +72,9 @@ import numpy as np
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
 from clusterhte.methods.em_trees import (LinearStart, RFit, bootstrap_fits, calibrated_effect, check_crt,
-                                         check_nonnegative_int, check_positive, crossfit_folds, features, linear_start_cv,
-                                         r_learner, report_aliased, result_with_bootstrap, seed_streams)
+                                         check_nonnegative_int, check_positive, crossfit_folds, features,
+                                         linear_start_cv, r_learner, report_aliased, result_with_bootstrap,
+                                         seed_streams)
 
 
 def _fold_pairs(folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -143,7 +144,8 @@ class GPBoost(Estimator):
 
     def __init__(self, learning_rate: float = 0.05, max_depth: int = 3, min_samples_leaf: int = 5,
                  max_rounds: int = 1000, cv_folds: int = 5, early_stopping_rounds: int = 20,
-                 learner_form: str = "r", effect_linear: bool = True, effect_shrinkage: str = "test", n_bootstrap: int = 50, n_threads: int = 1,
+                 learner_form: str = "r", effect_linear: bool = True, effect_shrinkage: str = "test",
+                 n_bootstrap: int = 50, n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
