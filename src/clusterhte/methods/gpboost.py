@@ -39,8 +39,8 @@ There is no linear offset any more: the previous version fitted an LMM on ``[1, 
 CV folds (leakage into the choice of rounds), had no ``A x V`` term (so the CATE stayed almost
 constant, SD 0.02-0.20 against a true 0.5-0.8, pointwise coverage 0.30-0.58) and no rank check
 (a refit with a cluster covariate equal to ``A`` gave a treatment coefficient of -42). The only
-linear parts now are the projection and the main-effect correction of the R-learner, both rank-safe
-(SVD / least-squares rank: aliased columns are dropped without changing the fit).
+linear parts now are the projection, the main-effect correction and the linear effect start of the
+R-learner, all rank-safe (R's in-order rank test; aliased columns are dropped, with a warning).
 
 **R original** (``learner_form="s"``): ``gpboost(data = [X, V, A], label, group_data = cluster,
 likelihood = "gaussian", nrounds, learning_rate, max_depth, ...)``, an S-learner, CATE
@@ -53,8 +53,10 @@ Measured before the linear start (``python -m clusterhte.evaluate.battery --meth
 --reps 3 --settings quick``): null CATE SD 0.00, cluster modifier correlation 0.87, linear and
 nonlinear CATE SD 0.37 / 0.25 against 0.56 / 0.43, pointwise coverage 0.80 / 0.77: the pseudo-
 outcome is so noisy that early-stopped boosting stops after a few rounds, and the slope
-calibration shrank what it found toward the ATE. With the linear start and the test shrinkage,
-see the numbers in :mod:`clusterhte.methods.em_trees`.
+calibration shrank what it found toward the ATE. With the linear start and the test shrinkage
+(``--reps 20``): null CATE SD 0.09 with 0 inside 97 % of the intervals, cluster modifier correlation
+0.95, ATE error -0.02, pointwise coverage 0.975 (linear) / 0.876 (nonlinear), no failure on 10
+clusters (table in :mod:`clusterhte.methods.em_trees`).
 
 Aliased columns of the linear parts (the random-intercept projection and the linear start) are
 dropped with an :class:`~clusterhte.mixed.design.AliasedColumnsWarning` naming them and listed in
