@@ -26,12 +26,6 @@ QUICK = battery.settings("quick")
 KNOWN_MISSES = {
     ("lmm", "nonlinear_coverage"): "the LMM is linear in the covariates: on the nonlinear CATE its "
                                    "pointwise coverage is 0.81 (model bias, not the intervals)",
-    ("megb", "nonlinear_coverage"): "MEGB's calibrated R-learner shrinks CATEs toward the ATE and "
-                                    "its bootstrap intervals are centred on the shrunk estimate: "
-                                    "nonlinear coverage 0.82 (3 replicates)",
-    ("gpboost", "linear_coverage"): "GPBoost's calibrated R-learner shrinks CATEs toward the ATE: "
-                                    "linear coverage 0.80 (3 replicates)",
-    ("gpboost", "nonlinear_coverage"): "as for linear: nonlinear coverage 0.77 (3 replicates)",
 }
 
 

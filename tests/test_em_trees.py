@@ -14,9 +14,11 @@ from clusterhte.data.trial import TrialData
 from clusterhte.methods import get
 from clusterhte.methods.base import MethodError
 from clusterhte.methods.bootstrap import resample_clusters
-from clusterhte.methods.em_trees import (MEGB, MERF, ORIGIN, calibrated_effect, cluster_constant_mask,
-                                         cluster_projector, crossfit_folds, em_random_intercept, features,
-                                         linear_main_effects)
+from clusterhte.methods.em_trees import (MEGB, MERF, ORIGIN, LinearStart, calibrated_effect,
+                                         cluster_constant_mask, cluster_design, cluster_projector,
+                                         crossfit_folds, em_random_intercept, features, linear_main_effects,
+                                         linear_start_cv, weighted_linear_fit)
+from clusterhte.mixed.design import AliasedColumnsWarning
 from clusterhte.simulate.battery import simulate
 
 from conftest import lmm_ate, make_crt, small_multisite
@@ -126,6 +128,10 @@ def test_calibration_slope_known_answers():
     assert np.mean(np.array(slopes) == 0) >= 0.6 and max(slopes) < 0.15
     # clipped at 1 when the held-out predictions are too flat
     assert calibrated_effect(None, g, 0.2 * g, z, w, codes).slope == 1.0
+    # "test" shrinkage: the James-Stein factor of the same t only (no factor beta)
+    test = calibrated_effect(None, g, g, z, w, codes, shrinkage="test")
+    assert test.t == cal.t and abs(test.slope - (1 - 1 / cal.t ** 2)) < 1e-12
+    assert calibrated_effect(None, g, -g, z, w, codes, shrinkage="test").slope == 0.0
 
 
 def test_crossfit_folds_survive_bootstrap_with_few_clusters():
@@ -176,6 +182,81 @@ def test_constant_effect_recovered_on_larger_trial(name):
     td, tau = make_crt(21, "constant", M=80)
     res = CLASSES[name](**QUICK[name], random_state=2).fit(td).predict(td)
     assert abs(res.point.mean() - 1.0) < 0.3
+
+
+def test_cluster_design_names_aliased_columns_in_lme4_order(crt_constant):
+    """[1, A, C, A x C] with C = (V1, V2 = A, V3 = 0): the in-order rank test drops V2 (= A),
+    A x V2 (= A) and the all-zero V3 and A x V3; the span is unchanged."""
+    td, _ = crt_constant
+    codes, a = td.cluster_codes, td.treatment
+    G = np.column_stack([td.X(), a, np.zeros(td.n)])
+    names = [*td.covariates, "V2", "V3"]
+    Q, dropped = cluster_design(G, codes, a, names)
+    assert dropped == ["V2", "V3", "treatment:V2", "treatment:V3"]
+    Q0, none = cluster_design(td.X(), codes, a, td.covariates)
+    assert none == [] and Q.shape == Q0.shape == (30, 4)
+    np.testing.assert_allclose(Q @ Q.T, Q0 @ Q0.T, atol=1e-10)
+
+
+def test_weighted_linear_fit_is_the_linear_r_learner():
+    """Weighted least squares of z on [1, G] (normal equations), exact for a linear z, an aliased
+    copy of a column dropped without changing the fit; linear=False is the zero function."""
+    rng = np.random.default_rng(8)
+    n = 300
+    G = rng.normal(size=(n, 3))
+    w = rng.uniform(0.1, 1.0, n)
+    z = 0.2 + G @ np.array([0.5, -1.0, 0.0]) + rng.normal(size=n)
+    fit = weighted_linear_fit(G, z, w)
+    D = np.column_stack([np.ones(n), G])
+    coef = np.linalg.solve(D.T @ (w[:, None] * D), D.T @ (w * z))
+    np.testing.assert_allclose(fit.predict(G), D @ coef, atol=1e-10)
+    Gal = np.column_stack([G, 2 * G[:, 0]])
+    fal = weighted_linear_fit(Gal, z, w)
+    assert fal.keep.tolist() == [True, True, True, True, False]
+    np.testing.assert_allclose(fal.predict(Gal), fit.predict(G), atol=1e-10)
+    assert np.all(weighted_linear_fit(G, z, w, linear=False).predict(G) == 0)
+
+
+def test_linear_start_fits_trees_to_the_linear_residual():
+    """LinearStart = linear R-learner + learner of its residual; the cross-validation version
+    fits the linear part on the training folds only."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(9)
+    n = 400
+    G = rng.normal(size=(n, 2))
+    w = np.full(n, 0.25)
+    z = 1.0 + 2.0 * G[:, 0] + rng.normal(scale=0.1, size=n)
+    m = LinearStart(LinearRegression()).fit(G, z, sample_weight=w)
+    np.testing.assert_allclose(m.model.coef_, 0, atol=1e-10)  # nothing linear left for the learner
+    np.testing.assert_allclose(m.predict(G), m.linear_.predict(G), atol=1e-10)
+    folds = np.repeat(np.arange(4), n // 4)
+    ds, pairs, fpreproc, lins = linear_start_cv(lgb, G, z, w, folds, True, {"verbose": -1})
+    lgb.cv({"objective": "regression", "verbose": -1, "num_leaves": 4}, ds, num_boost_round=3, folds=pairs,
+           fpreproc=fpreproc, stratified=False)
+    assert [te.tolist() for te, _ in lins] == [te.tolist() for _, te in pairs]
+    for (tr, te), (_, lin) in zip(pairs, lins):
+        ref = weighted_linear_fit(G[tr], z[tr], w[tr])
+        np.testing.assert_allclose(lin.predict(G[te]), ref.predict(G[te]), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["merf", "gpboost"])
+def test_aliased_columns_reported(name):
+    """A cluster covariate equal to the arm and a rescaled copy of X1: the fit warns naming the
+    dropped columns of its linear parts (as lme4) and lists them in info['dropped']."""
+    from clusterhte.methods.gpboost import GPBoost
+
+    td, _ = battery_trial("small", 1)
+    f = td.frame
+    td = replace(td, frame=f.assign(V2=f["treatment"].astype(float), X5=2 * f["X1"]),
+                 individual_covariates=(*td.individual_covariates, "X5"))
+    est = (MERF(**QUICK["merf"], random_state=0) if name == "merf"
+           else GPBoost(learning_rate=0.1, max_rounds=100, cv_folds=3, n_bootstrap=0, random_state=0))
+    with pytest.warns(AliasedColumnsWarning, match=r"V2.*treatment:V2.*X5"):
+        res = est.fit(td).predict(td)
+    assert res.info["dropped"] == {"random-intercept projection": ["V2", "treatment:V2"],
+                                   "linear main effects and effect start": ["X5"]}
+    assert np.all(np.isfinite(res.point))
 
 
 @pytest.mark.parametrize("name", ["merf", "megb"])
@@ -280,6 +361,10 @@ def test_bad_hyperparameters_named(crt_linear):
         MEGB(cv_folds=1).fit(td)
     with pytest.raises(MethodError, match="tol"):
         MEGB(tol=float("nan")).fit(td)
+    with pytest.raises(MethodError, match="bootstrap_trees"):
+        MERF(bootstrap_trees=7).fit(td)
+    with pytest.raises(MethodError, match="effect_shrinkage"):
+        MEGB(effect_shrinkage="js").fit(td)
     with pytest.raises(MethodError, match="X2"):
         m = MERF(n_estimators=10, max_iter=2, n_bootstrap=0).fit(td)
         m.predict(replace(td, frame=td.frame.drop(columns="X2"), individual_covariates=("X1", "X3")))
@@ -289,7 +374,9 @@ def test_defaults_are_paper_scale():
     assert MERF.default_params() == dict(n_estimators=300, min_samples_leaf=5, max_features=1.0,
                                          max_iter=20, tol=1e-3, project_cluster_constant=True,
                                          learner_form="r", cv_folds=5, outcome_passes=1,
-                                         effect_min_samples_leaf=40, n_bootstrap=50, n_threads=1)
+                                         effect_min_samples_leaf=40, effect_linear=True,
+                                         effect_shrinkage="test", n_bootstrap=50, bootstrap_trees=100,
+                                         n_threads=1)
     d = MEGB.default_params()
     assert (d["n_estimators"], d["learning_rate"], d["max_depth"], d["min_samples_leaf"], d["max_iter"],
             d["tol"]) == (500, 0.05, 3, 5, 100, 1e-3)
@@ -310,3 +397,60 @@ def test_battery_quick_settings(name):
     assert table.loc["cluster", "corr"] >= 0.6 and abs(table.loc["cluster", "ate_error"]) < 0.25
     for sc in ("linear", "nonlinear"):
         assert 0.85 <= table.loc[sc, "coverage"] <= 0.995, (sc, table.loc[sc, "coverage"])
+
+
+def test_monte_carlo_correction_recovers_the_sampling_variance():
+    """Refits = sampling draw + forest Monte Carlo noise (two independent halves): the corrected
+    variance is the sampling variance plus the full-data forest's noise, whatever the refit size."""
+    from clusterhte.methods.bootstrap import monte_carlo_corrected_result
+
+    rng = np.random.default_rng(11)
+    rows, B = 4000, 50
+    sd_sampling, sigma_tree = 0.3, 1.5
+    target = np.sqrt(sd_sampling ** 2 + sigma_tree ** 2 / 300)
+    for T_refit in (300, 100):
+        S = rng.normal(scale=sd_sampling, size=(rows, B))
+        h1 = rng.normal(scale=sigma_tree / np.sqrt(T_refit / 2), size=(rows, B))
+        h2 = rng.normal(scale=sigma_tree / np.sqrt(T_refit / 2), size=(rows, B))
+        draws, diff = S + (h1 + h2) / 2, h1 - h2
+        res = monte_carlo_corrected_result(np.zeros(rows), draws, diff, T_refit / 300)
+        se = np.sqrt(np.mean(res.info["se"] ** 2))
+        assert abs(se / target - 1) < 0.02, (T_refit, se, target)
+        plain = np.sqrt(np.mean(draws.var(axis=1, ddof=1)))
+        if T_refit == 100:  # without the correction the smaller refits would widen the interval
+            assert plain / target - 1 > 0.05
+    lo, hi = res.info["ate_interval"]
+    assert lo < 0 < hi
+
+
+@pytest.mark.slow
+def test_merf_refit_size_does_not_change_the_width():
+    """MERF with refits as large as the full-data forests (120 trees) and a third of that (40),
+    on the same cluster resamples: the mean interval width agrees within Monte Carlo error, while
+    the plain bootstrap SD of the small refits is larger (prints the numbers)."""
+    for rep in range(2):
+        td, _ = battery_trial("linear", rep)
+        w, sd = {}, {}
+        for bt in (120, 40):
+            r = MERF(n_estimators=120, n_bootstrap=10, bootstrap_trees=bt, random_state=rep).fit(td).predict(td)
+            w[bt] = float(np.mean(r.upper - r.lower))
+            sd[bt] = float(np.mean(np.std(r.draws, axis=1, ddof=1)))
+        print(rep, "width", w, "plain bootstrap SD", sd)
+        assert abs(w[40] / w[120] - 1) < 0.1, w
+
+
+def test_fast_forest_is_sklearns_forest():
+    """MERF's forest class skips sklearn's per-tree clone/set_params but grows the same trees."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from clusterhte.methods.em_trees import _forest_class
+
+    rng = np.random.default_rng(12)
+    X, w = rng.normal(size=(300, 5)), rng.uniform(0.1, 1, 300)
+    y = X[:, 0] + rng.normal(size=300)
+    kw = dict(n_estimators=20, min_samples_leaf=5, max_features=1.0, random_state=31)
+    ref = RandomForestRegressor(**kw).fit(X, y, sample_weight=w)
+    ours = _forest_class()(**kw).fit(X, y, sample_weight=w)
+    assert isinstance(ours, RandomForestRegressor)
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+    assert [t.random_state for t in ours.estimators_] == [t.random_state for t in ref.estimators_]

@@ -12,6 +12,7 @@ import pytest
 from clusterhte.methods import get
 from clusterhte.methods.base import MethodError
 from clusterhte.methods.gpboost import GPBoost
+from clusterhte.mixed.design import AliasedColumnsWarning
 from clusterhte.simulate.battery import simulate
 
 from conftest import make_crt, small_multisite
@@ -77,7 +78,9 @@ def test_small_trials_and_aliased_covariate_run():
     td, _ = make_crt(8, "linear", M=4, size=15)
     td = replace(td, frame=td.frame.assign(V2=td.frame["treatment"].astype(float)),
                  cluster_covariates=("V1", "V2"))
-    res = GPBoost(**dict(QUICK, n_bootstrap=6), random_state=0).fit(td).predict(td)
+    with pytest.warns(AliasedColumnsWarning, match="V2"):
+        res = GPBoost(**dict(QUICK, n_bootstrap=6), random_state=0).fit(td).predict(td)
+    assert res.info["dropped"]["random-intercept projection"] == ["V2", "treatment:V2"]
     assert np.all(np.isfinite(res.point)) and np.all(np.isfinite(res.lower)) and res.draws.shape == (td.n, 6)
     td10, _ = battery_trial("small", 0)
     res10 = GPBoost(**dict(QUICK, n_bootstrap=3), random_state=1).fit(td10).predict(td10)
@@ -123,6 +126,10 @@ def test_multisite_refused_and_bad_hyperparameters(crt_linear):
         GPBoost(learning_rate=float("inf")).fit(td)
     with pytest.raises(MethodError, match="learner_form"):
         GPBoost(learner_form="t").fit(td)
+    with pytest.raises(MethodError, match="effect_shrinkage"):
+        GPBoost(effect_shrinkage="none").fit(td)
+    with pytest.raises(MethodError, match="effect_linear"):
+        GPBoost(effect_linear="yes").fit(td)
 
 
 def test_defaults():
