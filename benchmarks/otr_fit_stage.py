@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -23,15 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from clusterhte import io  # noqa: E402
 from clusterhte.stages import otr  # noqa: E402
 from clusterhte.stages.fitting import limit_threads  # noqa: E402
-
-
-def best(f, k: int) -> float:
-    ts = []
-    for _ in range(k):
-        t0 = time.process_time()
-        f()
-        ts.append(time.process_time() - t0)
-    return min(ts)
+from timing import best_cpu_time as best  # noqa: E402
 
 
 def main():

@@ -260,6 +260,16 @@ def check_nonnegative_int(est: Estimator, **values) -> None:
             raise MethodError(f"method '{est.name}': hyperparameter '{k}' must be an integer >= 0, got {v!r}")
 
 
+def check_effect_stage(est: Estimator) -> None:
+    """The R-learner effect-stage options shared by MERF, MEGB and GPBoost."""
+    if not isinstance(est.effect_linear, (bool, np.bool_)):
+        raise MethodError(f"method '{est.name}': hyperparameter 'effect_linear' must be true or false, "
+                          f"got {est.effect_linear!r}")
+    if est.effect_shrinkage not in ("test", "slope"):
+        raise MethodError(f"method '{est.name}': hyperparameter 'effect_shrinkage' must be 'test' or 'slope', "
+                          f"got {est.effect_shrinkage!r}")
+
+
 def seed_streams(random_state: int | None) -> tuple[int, np.random.Generator, np.random.Generator]:
     """(learner seed of the main fit, generator for cluster resampling, generator for refit seeds)."""
     ss = np.random.SeedSequence(random_state)
@@ -659,12 +669,7 @@ class _EMTrees(Estimator):
             raise MethodError(f"method '{self.name}': hyperparameter 'cv_folds' must be >= 2, got {self.cv_folds!r}")
         if self.tol is None or not np.isfinite(self.tol) or self.tol < 0:
             raise MethodError(f"method '{self.name}': hyperparameter 'tol' must be >= 0, got {self.tol!r}")
-        if not isinstance(self.effect_linear, (bool, np.bool_)):
-            raise MethodError(f"method '{self.name}': hyperparameter 'effect_linear' must be true or false, "
-                              f"got {self.effect_linear!r}")
-        if self.effect_shrinkage not in ("test", "slope"):
-            raise MethodError(f"method '{self.name}': hyperparameter 'effect_shrinkage' must be 'test' or 'slope', "
-                              f"got {self.effect_shrinkage!r}")
+        check_effect_stage(self)
         if self.learner_form not in ("r", "s", "t"):
             raise MethodError(f"method '{self.name}': hyperparameter 'learner_form' must be 'r' (R-learner on "
                               f"the EM fit), 's' (one learner on [X, V, A]) or 't' (one learner per arm), "

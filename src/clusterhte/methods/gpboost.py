@@ -74,6 +74,7 @@ import numpy as np
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
 from clusterhte.methods.em_trees import (LinearStart, RFit, bootstrap_fits, calibrated_effect, check_crt,
+                                         check_effect_stage,
                                          check_nonnegative_int, check_positive, crossfit_folds, features,
                                          linear_start_cv, r_learner, report_aliased, result_with_bootstrap,
                                          seed_streams)
@@ -164,12 +165,7 @@ class GPBoost(Estimator):
         if self.cv_folds < 2:
             raise MethodError(f"method 'gpboost': hyperparameter 'cv_folds' must be an integer >= 2 (it is "
                               f"capped by the number of clusters per arm), got {self.cv_folds!r}")
-        if not isinstance(self.effect_linear, (bool, np.bool_)):
-            raise MethodError(f"method 'gpboost': hyperparameter 'effect_linear' must be true or false, "
-                              f"got {self.effect_linear!r}")
-        if self.effect_shrinkage not in ("test", "slope"):
-            raise MethodError(f"method 'gpboost': hyperparameter 'effect_shrinkage' must be 'test' or 'slope', "
-                              f"got {self.effect_shrinkage!r}")
+        check_effect_stage(self)
         if self.learner_form not in ("r", "s"):
             raise MethodError(f"method 'gpboost': hyperparameter 'learner_form' must be 'r' (R-learner) or "
                               f"'s' (the R original's S-learner), got {self.learner_form!r}")
