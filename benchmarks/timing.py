@@ -5,21 +5,21 @@ import time
 import numpy as np
 
 
-def median_time(fn, reps: int) -> float:
-    """Median wall-clock seconds of ``reps`` calls of ``fn()``."""
+def call_times(fn, reps: int, clock=time.perf_counter) -> list[float]:
+    """Seconds on ``clock`` of each of ``reps`` calls of ``fn()``."""
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+        ts.append(clock() - t0)
+    return ts
+
+
+def median_time(fn, reps: int) -> float:
+    """Median wall-clock seconds of ``reps`` calls of ``fn()``."""
+    return float(np.median(call_times(fn, reps)))
 
 
 def best_cpu_time(fn, reps: int) -> float:
     """Smallest CPU seconds (``time.process_time``) of ``reps`` calls of ``fn()``."""
-    ts = []
-    for _ in range(reps):
-        t0 = time.process_time()
-        fn()
-        ts.append(time.process_time() - t0)
-    return min(ts)
+    return min(call_times(fn, reps, time.process_time))
