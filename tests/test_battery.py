@@ -71,8 +71,13 @@ def _assert_bounds(per_rep: pd.DataFrame) -> None:
 
 
 @pytest.mark.slow
-def test_battery_full():
-    per_rep = battery.run(methods.CRT_METHODS, list(battery.SCENARIOS), reps=20, params=QUICK)
+@pytest.mark.parametrize("method", methods.CRT_METHODS)
+def test_battery_full(method):
+    """One method on all seven scenarios over 20 replicates, with every bound; prints its table
+    (``pytest -m slow tests/test_battery.py -s -k merf`` for one method). The trials and the
+    method's seeds do not depend on which methods run, so the per-method tables stack into the
+    method x scenario table."""
+    per_rep = battery.run([method], list(battery.SCENARIOS), reps=20, params=QUICK, log=None)
     table = battery.summarise(per_rep)
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print("\n" + table.round(3).to_string(index=False))

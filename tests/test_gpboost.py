@@ -138,17 +138,3 @@ def test_defaults():
             d["learner_form"]) == (0.05, 3, 1000, 5, 1, "r")
 
 
-@pytest.mark.slow
-def test_battery_quick_settings():
-    """Issue 11 acceptance over more replicates at the CI (quick) settings; prints the table."""
-    from clusterhte.evaluate.battery import run, settings, summarise
-
-    per_rep = run(["gpboost"], ["null", "cluster", "linear", "nonlinear", "small"], reps=10,
-                  params=settings("quick"), log=None)
-    table = summarise(per_rep).set_index("scenario")
-    print("\n" + table.round(3).to_string())
-    assert table["failed"].sum() == 0
-    assert table.loc["null", "cate_sd"] < 0.25 and table.loc["null", "zero_in_interval"] >= 0.9
-    assert table.loc["cluster", "corr"] >= 0.6 and abs(table.loc["cluster", "ate_error"]) < 0.25
-    for sc in ("linear", "nonlinear"):
-        assert 0.85 <= table.loc[sc, "coverage"] <= 0.995, (sc, table.loc[sc, "coverage"])
