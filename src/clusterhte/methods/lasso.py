@@ -66,6 +66,19 @@ def _coordinate(u, xv_k, vp_k, lam):  # pragma: no cover - numba
     return 0.0
 
 
+@numba.njit(cache=True, inline="always")
+def _apply_step(g, G, k, d, xv_k, rsq, dlx):  # pragma: no cover - numba
+    """Move coefficient ``k`` by ``d``: update the gradient ``g`` in place and return glmnet's
+    running R^2 and largest weighted squared change of the pass."""
+    rsq += d * (2.0 * g[k] - d * xv_k)
+    dd = xv_k * d * d
+    if dd > dlx:
+        dlx = dd
+    for j in range(g.shape[0]):
+        g[j] -= G[j, k] * d
+    return rsq, dlx
+
+
 @numba.njit(cache=True)
 def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no cover - numba
     """Lasso path on the standardised scale, in the order of glmnet's ``elnet1`` (covariance).
@@ -109,13 +122,7 @@ def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no c
                     mm[k] = 1
                     ia[nin] = k
                     nin += 1
-                d = nb - ak
-                rsq += d * (2.0 * g[k] - d * xv[k])
-                dd = xv[k] * d * d
-                if dd > dlx:
-                    dlx = dd
-                for j in range(p):
-                    g[j] -= G[j, k] * d
+                rsq, dlx = _apply_step(g, G, k, nb - ak, xv[k], rsq, dlx)
             if dlx < tol:
                 break
             if npass > max_iter:
@@ -131,13 +138,7 @@ def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no c
                     b[k] = nb
                     if nb == ak:
                         continue
-                    d = nb - ak
-                    rsq += d * (2.0 * g[k] - d * xv[k])
-                    dd = xv[k] * d * d
-                    if dd > dlx:
-                        dlx = dd
-                    for j in range(p):
-                        g[j] -= G[j, k] * d
+                    rsq, dlx = _apply_step(g, G, k, nb - ak, xv[k], rsq, dlx)
                 if dlx < tol:
                     break
                 if npass > max_iter:
