@@ -164,6 +164,20 @@ def _lambda(theta: np.ndarray, q: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- criterion
+@numba.njit(cache=True, inline="always")
+def _product(X, Y, out, add):  # pragma: no cover - numba
+    """``out = X @ Y`` (``out += X @ Y`` with ``add``), summing over the inner index in order."""
+    for a in range(X.shape[0]):
+        for b in range(Y.shape[1]):
+            acc = 0.0
+            for c in range(X.shape[1]):
+                acc += X[a, c] * Y[c, b]
+            if add:
+                out[a, b] += acc
+            else:
+                out[a, b] = acc
+
+
 @numba.njit(cache=True)
 def _cluster_terms(Lam, ZtZ, ZtW):  # pragma: no cover - numba
     """Per-cluster pieces of the criterion, looped over clusters (tiny q x q algebra).
@@ -212,18 +226,8 @@ def _cluster_terms(Lam, ZtZ, ZtW):  # pragma: no cover - numba
                 for c in range(a, q):
                     acc += Lam[c, a] * ZtW[j, c, b]
                 LtK[a, b] = acc
-        for a in range(q):
-            for b in range(m1):
-                acc = 0.0
-                for c in range(q):
-                    acc += Minv[j, a, c] * LtK[c, b]
-                P[a, b] = acc
-        for a in range(m1):
-            for b in range(m1):
-                acc = 0.0
-                for c in range(q):
-                    acc += LtK[c, a] * P[c, b]
-                Csub[a, b] += acc
+        _product(Minv[j], LtK, P, False)
+        _product(LtK.T, P, Csub, True)
     return Minv, LtS, ld, Csub
 
 
@@ -250,36 +254,16 @@ def _gradient_matrix(Lam, Minv, LtS, ZtW, w, kr2, Ainv, use_ainv):  # pragma: no
             for b in range(q):
                 T[a, b] = kr2 * e[a] * e[b]
         if use_ainv:
-            for a in range(q):
-                for b in range(p):
-                    acc = 0.0
-                    for c in range(p):
-                        acc += ZtW[j, a, c] * Ainv[c, b]
-                    KA[a, b] = acc
-            for a in range(q):
-                for b in range(q):
-                    acc = 0.0
-                    for c in range(p):
-                        acc += KA[a, c] * ZtW[j, b, c]
-                    T[a, b] += acc
+            _product(ZtW[j, :, :p], Ainv, KA, False)
+            _product(KA, ZtW[j, :, :p].T, T, True)
         for a in range(q):
             for b in range(q):
                 acc = 0.0
                 for c in range(a + 1):       # Lam lower triangular: Lam[a, c] = 0 for c > a
                     acc += Lam[a, c] * Minv[j, c, b]
                 B[a, b] = acc
-        for a in range(q):
-            for b in range(q):
-                acc = 0.0
-                for c in range(q):
-                    acc += B[c, a] * T[c, b]
-                BtT[a, b] = acc
-        for a in range(q):
-            for b in range(q):
-                acc = 0.0
-                for c in range(q):
-                    acc += BtT[a, c] * B[c, b]
-                Qm[a, b] = acc
+        _product(B.T, T, BtT, False)
+        _product(BtT, B, Qm, False)
         for a in range(q):
             for b in range(q):
                 acc = 0.0
