@@ -2,7 +2,7 @@
 
 CI version: each method on the scenarios that break estimators (null effect, cluster-level
 modifier, 10 clusters of sizes 3-80) at the quick settings, 2 replicates. The slow version
-(``make test-slow``) runs all seven scenarios over 20 replicates and checks pointwise coverage on
+(``make test-slow``) runs all eight scenarios over 20 replicates and checks pointwise coverage on
 the linear and nonlinear scenarios; it prints the method x scenario table.
 
 Bounds (issue "CRT-CATE estimators you can trust"): no failure anywhere; null effect: CATE SD
@@ -74,7 +74,7 @@ def _assert_bounds(per_rep: pd.DataFrame) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", methods.CRT_METHODS)
 def test_battery_full(method):
-    """One method on all seven scenarios over 20 replicates, with every bound; prints its table
+    """One method on all eight scenarios over 20 replicates, with every bound; prints its table
     (``pytest -m slow tests/test_battery.py -s -k merf`` for one method). The trials and the
     method's seeds do not depend on which methods run, so the per-method tables stack into the
     method x scenario table."""
@@ -136,3 +136,18 @@ def test_scenarios_match_their_definition():
     # tau is constant within cluster
     mean_tau = np.bincount(trial.cluster_codes, weights=tau) / np.bincount(trial.cluster_codes)
     assert np.allclose(mean_tau[trial.cluster_codes], tau)
+
+
+def test_set_overrides_one_hyperparameter_and_refuses_unknown_ones():
+    params = battery.settings("quick")
+    out = battery.with_override(params, "megb.effect_interval=shrunk", _raise)
+    assert out["megb"]["effect_interval"] == "shrunk" and params["megb"].get("effect_interval") != "shrunk"
+    assert battery.with_override(params, "cf.n_half_samples=4", _raise)["cf"]["n_half_samples"] == 4
+    for bad, msg in [("megb.effect_interval", "METHOD.PARAM=VALUE"), ("xgb.depth=2", "unknown method"),
+                     ("megb.depth=2", "no hyperparameter 'depth'")]:
+        with pytest.raises(ValueError, match=msg):
+            battery.with_override(params, bad, _raise)
+
+
+def _raise(message):
+    raise ValueError(message)
