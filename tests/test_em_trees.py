@@ -363,6 +363,9 @@ def test_bad_hyperparameters_named(crt_linear):
         MEGB(tol=float("nan")).fit(td)
     with pytest.raises(MethodError, match="bootstrap_trees"):
         MERF(bootstrap_trees=7).fit(td)
+    for mf in (1.5, float("nan"), "sqrt"):
+        with pytest.raises(MethodError, match="max_features"):
+            MERF(max_features=mf).fit(td)
     with pytest.raises(MethodError, match="effect_shrinkage"):
         MEGB(effect_shrinkage="js").fit(td)
     with pytest.raises(MethodError, match="X2"):

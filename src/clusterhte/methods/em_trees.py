@@ -783,6 +783,11 @@ class MERF(_EMTrees):
         self._set_params(locals())
 
     def _check(self) -> None:
+        mf = self.max_features
+        if isinstance(mf, bool) or not isinstance(mf, (int, float, np.integer, np.floating)) or not np.isfinite(mf) \
+                or (isinstance(mf, (float, np.floating)) and mf > 1.0):
+            raise MethodError(f"method 'merf': hyperparameter 'max_features' must be a fraction in (0, 1] of the "
+                              f"covariates or a whole number of them, got {mf!r}")
         super()._check()
         check_positive(self, n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
                        max_features=self.max_features, n_threads=self.n_threads,
