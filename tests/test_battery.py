@@ -2,7 +2,7 @@
 
 CI version: each method on the scenarios that break estimators (null effect, cluster-level
 modifier, 10 clusters of sizes 3-80) at the quick settings, 2 replicates. The slow version
-(``make test-slow``) runs all seven scenarios over 20 replicates and checks pointwise coverage on
+(``make test-slow``) runs all eight scenarios over 20 replicates and checks pointwise coverage on
 the linear and nonlinear scenarios; it prints the method x scenario table.
 
 Bounds (issue "CRT-CATE estimators you can trust"): no failure anywhere; null effect: CATE SD
@@ -25,7 +25,8 @@ QUICK = battery.settings("quick")
 # xfail (it is reported, not hidden); any other miss fails it.
 KNOWN_MISSES = {
     ("lmm", "nonlinear_coverage"): "the LMM is linear in the covariates: on the nonlinear CATE its "
-                                   "pointwise coverage is 0.81 (model bias, not the intervals)",
+                                   "pointwise coverage is 0.81 (model bias, not the intervals: they "
+                                   "cover the LMM's own estimand, test_lmm_covers_its_linear_projection)",
 }
 
 
@@ -73,7 +74,7 @@ def _assert_bounds(per_rep: pd.DataFrame) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", methods.CRT_METHODS)
 def test_battery_full(method):
-    """One method on all seven scenarios over 20 replicates, with every bound; prints its table
+    """One method on all eight scenarios over 20 replicates, with every bound; prints its table
     (``pytest -m slow tests/test_battery.py -s -k merf`` for one method). The trials and the
     method's seeds do not depend on which methods run, so the per-method tables stack into the
     method x scenario table."""
@@ -82,6 +83,30 @@ def test_battery_full(method):
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print("\n" + table.round(3).to_string(index=False))
     _assert_bounds(per_rep)
+
+
+def test_lmm_covers_its_linear_projection():
+    """The LMM's intervals are valid for what a linear model estimates: on the nonlinear scenario
+    its target is the projection of the true CATE on the model's effect terms [1, X, V] (here the
+    least-squares projection over the trial's rows), and the t intervals cover it at the nominal
+    rate, while the coverage of the nonlinear truth itself is lower by the model's bias (0.81 over
+    20 replicates; ``KNOWN_MISSES``). Measured: 0.954 over 20 replicates."""
+    import numpy as np
+
+    from clusterhte import seeds
+    from clusterhte.simulate.battery import simulate
+
+    cover_blp, cover_tau = [], []
+    for r in range(20):
+        trial, tau = simulate("nonlinear", seeds.rng(20231, "battery", "nonlinear", r))
+        res = methods.make("lmm", QUICK["lmm"], random_state=r).fit(trial).predict(trial)
+        D = np.column_stack([np.ones(trial.n), trial.frame[list(trial.covariates)].to_numpy(float)])
+        blp = D @ np.linalg.lstsq(D, tau, rcond=None)[0]
+        cover_blp.append(np.mean((res.lower <= blp) & (blp <= res.upper)))
+        cover_tau.append(np.mean((res.lower <= tau) & (tau <= res.upper)))
+    print(f"LMM nonlinear: coverage of the linear projection {np.mean(cover_blp):.3f}, "
+          f"of the true CATE {np.mean(cover_tau):.3f}")
+    assert 0.92 <= np.mean(cover_blp) <= 0.98
 
 
 def test_scenarios_match_their_definition():
@@ -111,3 +136,18 @@ def test_scenarios_match_their_definition():
     # tau is constant within cluster
     mean_tau = np.bincount(trial.cluster_codes, weights=tau) / np.bincount(trial.cluster_codes)
     assert np.allclose(mean_tau[trial.cluster_codes], tau)
+
+
+def test_set_overrides_one_hyperparameter_and_refuses_unknown_ones():
+    params = battery.settings("quick")
+    out = battery.with_override(params, "megb.effect_interval=shrunk", _raise)
+    assert out["megb"]["effect_interval"] == "shrunk" and params["megb"].get("effect_interval") != "shrunk"
+    assert battery.with_override(params, "cf.n_half_samples=4", _raise)["cf"]["n_half_samples"] == 4
+    for bad, msg in [("megb.effect_interval", "METHOD.PARAM=VALUE"), ("xgb.depth=2", "unknown method"),
+                     ("megb.depth=2", "no hyperparameter 'depth'")]:
+        with pytest.raises(ValueError, match=msg):
+            battery.with_override(params, bad, _raise)
+
+
+def _raise(message):
+    raise ValueError(message)

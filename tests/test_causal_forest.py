@@ -256,6 +256,20 @@ def test_multisite_refused_and_bad_hyperparameters(crt_linear):
         CausalForest(**QUICK).fit(one_arm_short)
 
 
+def test_three_clusters_per_arm_is_refused_with_the_reason():
+    """6 clusters (3 per arm): a half-sample keeps 1 or 2 clusters of an arm, and an honest tree
+    needs 2, so the half-sample intervals cannot be formed; the fit says so before any work (it
+    used to fail at random inside a refit)."""
+    from dataclasses import replace
+
+    from clusterhte import seeds
+    from clusterhte.simulate.battery import SCENARIOS, simulate
+
+    td, _ = simulate(replace(SCENARIOS["linear"], n_clusters=6, size_lo=2, size_hi=10), seeds.rng(7, "cf-six"))
+    with pytest.raises(MethodError, match="3 treated and 3 control clusters; the half-sample intervals need at least 4"):
+        CausalForest(**QUICK).fit(td)
+
+
 def test_defaults():
     d = CausalForest.default_params()
     assert (d["n_estimators"], d["min_samples_leaf"], d["honest"], d["n_threads"]) == (2000, 3, True, 1)

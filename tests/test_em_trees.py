@@ -368,6 +368,8 @@ def test_bad_hyperparameters_named(crt_linear):
             MERF(max_features=mf).fit(td)
     with pytest.raises(MethodError, match="effect_shrinkage"):
         MEGB(effect_shrinkage="js").fit(td)
+    with pytest.raises(MethodError, match="effect_interval"):
+        MERF(effect_interval="union").fit(td)
     with pytest.raises(MethodError, match="X2"):
         m = MERF(n_estimators=10, max_iter=2, n_bootstrap=0).fit(td)
         m.predict(replace(td, frame=td.frame.drop(columns="X2"), individual_covariates=("X1", "X3")))
@@ -378,8 +380,8 @@ def test_defaults_are_paper_scale():
                                          max_iter=20, tol=1e-3, project_cluster_constant=True,
                                          learner_form="r", cv_folds=5, outcome_passes=1,
                                          effect_min_samples_leaf=40, effect_linear=True,
-                                         effect_shrinkage="test", n_bootstrap=50, bootstrap_trees=100,
-                                         n_threads=1)
+                                         effect_shrinkage="test", effect_interval="hull", n_bootstrap=50,
+                                         bootstrap_trees=100, n_threads=1)
     d = MEGB.default_params()
     assert (d["n_estimators"], d["learning_rate"], d["max_depth"], d["min_samples_leaf"], d["max_iter"],
             d["tol"]) == (500, 0.05, 3, 5, 100, 1e-3)
@@ -444,3 +446,27 @@ def test_fast_forest_is_sklearns_forest():
         np.testing.assert_array_equal(ours.tree_predictions(Xt), np.stack([t.predict(Xt) for t in ref.estimators_]))
     with pytest.raises(ValueError, match="finite"):
         RandomForest(n_estimators=2).fit(X, np.where(np.arange(300) == 7, np.nan, y))
+
+
+def test_hull_interval_contains_the_shrunk_and_the_unshrunk_intervals():
+    """effect_interval = "hull": the shrunk point, the hull of the shrunk estimate's bootstrap
+    interval and the unshrunk estimate's (slope 1 in the fit and every refit), the shrunk draws;
+    "shrunk" gives the shrunk interval alone. Checked against the two intervals rebuilt from the
+    fitted models."""
+    from clusterhte.methods.em_trees import result_with_bootstrap, unshrunk_fit
+
+    td, _ = battery_trial("cluster", 3)
+    kw = dict(n_estimators=100, learning_rate=0.1, n_bootstrap=6, random_state=4)
+    hull = MEGB(**kw).fit(td)
+    res = hull.predict(td)
+    shrunk = MEGB(effect_interval="shrunk", **kw).fit(td).predict(td)
+    np.testing.assert_array_equal(res.point, shrunk.point)
+    np.testing.assert_array_equal(res.draws, shrunk.draws)
+    G = td.X(hull.covariates_)
+    cal = hull.fit_.effect
+    np.testing.assert_allclose(cal.unshrunk().predict(G), cal.ate + cal.model.predict(G) - cal.center)
+    un = result_with_bootstrap(hull._cate(unshrunk_fit(hull.fit_), td),
+                               [hull._cate(unshrunk_fit(b), td) for b in hull.boot_])
+    np.testing.assert_allclose(res.lower, np.minimum(shrunk.lower, un.lower))
+    np.testing.assert_allclose(res.upper, np.maximum(shrunk.upper, un.upper))
+    assert res.info["interval"] == "hull" and res.ate() == shrunk.ate()

@@ -1,7 +1,8 @@
 """Run CRT estimators over the scenario battery (:mod:`clusterhte.simulate.battery`).
 
 ``python -m clusterhte.evaluate.battery --reps 10 --settings quick`` prints the method ×
-scenario table (means over replicates) and, with ``--out``, writes the per-replicate table as CSV.
+scenario table (means over replicates) and, with ``--out``, writes the per-replicate table as CSV;
+``--set megb.effect_interval=shrunk`` overrides one hyperparameter.
 A method that raises on a replicate is recorded as failed (with its error) and the run goes on.
 """
 
@@ -69,6 +70,23 @@ def summarise(per_rep: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def with_override(params: dict[str, dict], item: str, error) -> dict[str, dict]:
+    """``params`` with ``METHOD.PARAM=VALUE`` applied (the value read as YAML); ``error`` reports a
+    malformed item or an unknown method or hyperparameter."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    method, dot, name = key.partition(".")
+    if not (sep and dot and method and name):
+        error(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. megb.effect_interval=shrunk")
+    if method not in params:
+        error(f"--set {item!r}: unknown method {method!r}; CRT methods: {', '.join(params)}")
+    known = methods.get(method).default_params()
+    if name not in known:
+        error(f"--set {item!r}: method {method!r} has no hyperparameter {name!r}; it has {', '.join(known)}")
+    return {**params, method: {**params[method], name: yaml.safe_load(value)}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m clusterhte.evaluate.battery", description=__doc__)
     p.add_argument("--methods", default=",".join(methods.CRT_METHODS))
@@ -77,8 +95,13 @@ def main(argv=None) -> int:
     p.add_argument("--settings", choices=("quick", "paper"), default="quick")
     p.add_argument("--seed", type=int, default=20231)
     p.add_argument("--out", help="CSV of the per-replicate metrics")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                   help="override one hyperparameter (YAML value), e.g. megb.effect_interval=shrunk; repeatable")
     a = p.parse_args(argv)
-    per_rep = run(a.methods.split(","), a.scenarios.split(","), a.reps, settings(a.settings), a.seed)
+    params = settings(a.settings)
+    for item in a.set:
+        params = with_override(params, item, p.error)
+    per_rep = run(a.methods.split(","), a.scenarios.split(","), a.reps, params, a.seed)
     if a.out:
         per_rep.to_csv(a.out, index=False)
     with pd.option_context("display.width", 200, "display.max_rows", 500):

@@ -371,6 +371,11 @@ class CausalForest(Estimator):
         if per_arm.min() < 2:
             raise MethodError(f"method 'cf': {train.name} has {per_arm[1]} treated and {per_arm[0]} control "
                               f"cluster(s); cross-fitting by cluster needs at least 2 per arm")
+        if self.subsample == "cluster" and self.n_half_samples and per_arm.min() < 4:
+            raise MethodError(f"method 'cf': {train.name} has {per_arm[1]} treated and {per_arm[0]} control "
+                              f"clusters; the half-sample intervals need at least 4 per arm (a half-sample "
+                              f"keeps about half of each arm's clusters, and an honest cluster tree needs 2 "
+                              f"of them per arm). Use lmm or gamm for a trial this small")
         return strata
 
     # ------------------------------------------------------------------ steps 1-3

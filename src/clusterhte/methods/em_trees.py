@@ -94,8 +94,20 @@ Intervals: point ± t_{B-1} quantile × SD of ``n_bootstrap`` (B) cluster-bootst
 (clusters resampled within arm); each refit repeats every data-driven step (folds, the EM, the
 linear start, the MEGB round count, the shrinkage factor), so the variability of the shrinkage is
 in the interval. The t quantile accounts for the SD being estimated from B refits (with B = 10,
-2.26 instead of 1.96). The interval is a variance interval: a bias of the point estimate (the
-part of a nonlinear CATE the early-stopped trees miss) is not in it.
+2.26 instead of 1.96). ``effect_interval="hull"`` (default) reports the hull of this interval and
+the same interval of the *unshrunk* estimate (slope 1 in the full-data fit and in every refit;
+:func:`hull_interval`), with the shrunk point. Why: the test shrinkage is a pretest estimator.
+When the test cannot detect a heterogeneity that exists, the full fit and the refits all
+collapse to the ATE, and the interval has the ATE's width around it. Measured over 20 replicates
+(``python -m clusterhte.evaluate.battery --methods megb,gpboost --reps 20 --settings quick``, with
+``--set megb.effect_interval=shrunk --set gpboost.effect_interval=shrunk`` for the old interval;
+MEGB / GPBoost, shrunk -> hull): pointwise coverage on ``cluster20`` (a cluster-level modifier in
+20 clusters of sizes 1-40) 0.907 -> 0.950 / 0.890 -> 0.928; nonlinear 0.916 -> 0.930 /
+0.876 -> 0.899; small 0.917 -> 0.949 / 0.905 -> 0.936; linear 0.970 -> 0.973 / 0.975 -> 0.978;
+under the null, 0 inside 0.966 -> 0.971 / 0.972 -> 0.984 of the intervals. Point estimates are
+unchanged. ``"shrunk"`` is the interval of the shrunk estimate alone. Either is a variance
+interval: a bias of the point estimate (the part of a nonlinear CATE the early-stopped trees miss)
+is not in it.
 MERF's refits grow ``bootstrap_trees`` trees per forest (default 100 against 300 in the full-data
 fit; a third of the cost). Their extra Monte Carlo noise is removed as in the causal forest's
 half-sample refits: each refit's effect forest is split into two halves, ``(tau_s1 - tau_s2)^2 / 4``
@@ -269,6 +281,9 @@ def check_effect_stage(est: Estimator) -> None:
     if est.effect_shrinkage not in ("test", "slope"):
         raise MethodError(f"method '{est.name}': hyperparameter 'effect_shrinkage' must be 'test' or 'slope', "
                           f"got {est.effect_shrinkage!r}")
+    if est.effect_interval not in ("hull", "shrunk"):
+        raise MethodError(f"method '{est.name}': hyperparameter 'effect_interval' must be 'hull' or 'shrunk', "
+                          f"got {est.effect_interval!r}")
 
 
 def seed_streams(random_state: int | None) -> tuple[int, np.random.Generator, np.random.Generator]:
@@ -393,6 +408,10 @@ class Calibrated:
 
     def predict(self, G):
         return self.ate + self.slope * (np.asarray(self.model.predict(G), float) - self.center)
+
+    def unshrunk(self) -> "Calibrated":
+        """The same effect model at slope 1: ``c + (g - g_bar)``, the estimate before shrinkage."""
+        return replace(self, slope=1.0)
 
 
 def calibrated_effect(model, fitted: np.ndarray, oof: np.ndarray, z: np.ndarray, w: np.ndarray,
@@ -615,6 +634,28 @@ def result_with_bootstrap(point: np.ndarray, draws: list[np.ndarray], level: flo
     return bootstrap_result(point, np.column_stack(draws) if draws else None, level, info, student_t=True)
 
 
+def unshrunk_fit(fit: RFit) -> RFit:
+    """An R-learner fit with its effect model at slope 1 (:meth:`Calibrated.unshrunk`)."""
+    return replace(fit, effect=fit.effect.unshrunk())
+
+
+def hull_interval(shrunk: CateResult, unshrunk: CateResult) -> CateResult:
+    """Point of ``shrunk``, interval = the hull of both intervals (``effect_interval="hull"``).
+
+    The test shrinkage is a pretest estimator: when the calibration test cannot detect a
+    heterogeneity that exists (few clusters, a cluster-level modifier), the shrunk estimate and
+    every refit collapse to the ATE and the interval, centred there with the ATE's width, misses the
+    rows whose effect is far from the ATE. The draws and the ATE interval stay the shrunk ones. The interval of the unshrunk estimate does not depend on
+    the test, and the hull contains it, so its coverage is at least the unshrunk interval's; where
+    the test confirms the heterogeneity the two nearly coincide.
+    """
+    info = dict(shrunk.info)
+    info.update(interval="hull", shrunk_lower=shrunk.lower, shrunk_upper=shrunk.upper,
+                unshrunk_point=unshrunk.point)
+    return CateResult(shrunk.point, np.minimum(shrunk.lower, unshrunk.lower),
+                      np.maximum(shrunk.upper, unshrunk.upper), draws=shrunk.draws, info=info)
+
+
 # ------------------------------------------------------------------------------------ estimators
 class ArmwiseLearner:
     """T-learner inside the EM: one regressor per arm on ``[X, V]`` (``A`` is the last column).
@@ -737,7 +778,14 @@ class _EMTrees(Estimator):
         return self._interval(point, test, info)
 
     def _interval(self, point: np.ndarray, test: TrialData, info: dict) -> CateResult:
-        return result_with_bootstrap(point, [self._cate(m, test) for m in self.boot_], info=info)
+        res = result_with_bootstrap(point, [self._cate(m, test) for m in self.boot_], info=info)
+        if not self._hull():
+            return res
+        return hull_interval(res, result_with_bootstrap(
+            self._cate(unshrunk_fit(self.fit_), test), [self._cate(unshrunk_fit(m), test) for m in self.boot_]))
+
+    def _hull(self) -> bool:
+        return self.effect_interval == "hull" and isinstance(self.fit_, RFit) and bool(self.boot_)
 
 
 class MERF(_EMTrees):
@@ -762,7 +810,8 @@ class MERF(_EMTrees):
       ``s_b^2 = s_e^2 = var(y)/2`` instead of 1; ``max_features=1.0`` (bagging) whereas
       ``randomForest`` uses ``mtry = p/3``.
     * ``effect_linear``: the effect forest starts from the linear R-learner (module docstring);
-      ``effect_shrinkage``: ``"test"`` (default) or ``"slope"`` (the previous calibration).
+      ``effect_shrinkage``: ``"test"`` (default) or ``"slope"`` (the previous calibration);
+      ``effect_interval``: ``"hull"`` (default) or ``"shrunk"`` (module docstring, Intervals).
     * Intervals: cluster bootstrap (module docstring); ``n_bootstrap=0`` gives NaN intervals.
       The refits grow ``bootstrap_trees`` trees per forest (even, capped at ``n_estimators``);
       their effect forests' Monte Carlo noise is removed, so the width does not depend on it
@@ -777,7 +826,7 @@ class MERF(_EMTrees):
                  max_iter: int = 20, tol: float = 1e-3, project_cluster_constant: bool = True,
                  learner_form: str = "r", cv_folds: int = 5, outcome_passes: int = 1,
                  effect_min_samples_leaf: int = 40, effect_linear: bool = True, effect_shrinkage: str = "test",
-                 n_bootstrap: int = 50, bootstrap_trees: int = 100, n_threads: int = 1,
+                 effect_interval: str = "hull", n_bootstrap: int = 50, bootstrap_trees: int = 100, n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
@@ -828,11 +877,19 @@ class MERF(_EMTrees):
         from clusterhte.methods.bootstrap import monte_carlo_corrected_result
 
         G = test.X(self.covariates_)
-        pairs = [forest_cate_halves(m.effect, G) for m in self.boot_]
         scale = self._refit_trees() / float(self.n_estimators)
         info["bootstrap_trees"] = self._refit_trees()
-        return monte_carlo_corrected_result(point, np.column_stack([p[0] for p in pairs]),
-                                            np.column_stack([p[1] for p in pairs]), scale, info=info)
+
+        def corrected(pt, effects, inf=None):
+            pairs = [forest_cate_halves(e, G) for e in effects]
+            return monte_carlo_corrected_result(pt, np.column_stack([p[0] for p in pairs]),
+                                                np.column_stack([p[1] for p in pairs]), scale, info=inf)
+
+        res = corrected(point, [m.effect for m in self.boot_], info)
+        if not self._hull():
+            return res
+        return hull_interval(res, corrected(self.fit_.effect.unshrunk().predict(G),
+                                            [m.effect.unshrunk() for m in self.boot_]))
 
     def _fit_effect(self, G, z, w, folds, seed, codes, z_test, trees=None):
         def make(k):
@@ -1008,7 +1065,8 @@ class MEGB(_EMTrees):
       (``s_b^2`` ~0.002 against a true 0.11); pointwise coverage 0.79-0.85.
     * ``subsample = 0.5`` follows gbm's ``bag.fraction``; the EM starts at ``s_b^2 = s_e^2 = var(y)/2``.
     * ``effect_linear``: the effect booster starts from the linear R-learner (module docstring);
-      ``effect_shrinkage``: ``"test"`` (default) or ``"slope"`` (the previous calibration).
+      ``effect_shrinkage``: ``"test"`` (default) or ``"slope"`` (the previous calibration);
+      ``effect_interval``: ``"hull"`` (default) or ``"shrunk"`` (module docstring, Intervals).
     * Intervals: cluster bootstrap (module docstring); ``n_bootstrap=0`` gives NaN intervals.
     """
 
@@ -1020,7 +1078,7 @@ class MEGB(_EMTrees):
                  min_samples_leaf: int = 5, subsample: float = 0.5, max_iter: int = 100,
                  tol: float = 1e-3, project_cluster_constant: bool = True, learner_form: str = "r",
                  cv_folds: int = 5, outcome_passes: int = 1, early_stopping_rounds: int = 20,
-                 effect_linear: bool = True, effect_shrinkage: str = "test",
+                 effect_linear: bool = True, effect_shrinkage: str = "test", effect_interval: str = "hull",
                  n_bootstrap: int = 50, n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())

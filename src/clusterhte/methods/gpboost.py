@@ -74,10 +74,9 @@ import numpy as np
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
 from clusterhte.methods.em_trees import (LinearStart, RFit, bootstrap_fits, calibrated_effect, check_crt,
-                                         check_effect_stage,
-                                         check_nonnegative_int, check_positive, crossfit_folds, features,
-                                         linear_start_cv, r_learner, report_aliased, result_with_bootstrap,
-                                         seed_streams)
+                                         check_effect_stage, check_nonnegative_int, check_positive,
+                                         crossfit_folds, features, hull_interval, linear_start_cv, r_learner,
+                                         report_aliased, result_with_bootstrap, seed_streams, unshrunk_fit)
 
 
 def _fold_pairs(folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -135,6 +134,9 @@ class GPBoost(Estimator):
     learner_form : ``"r"`` (default, module docstring) or ``"s"`` (the R original's S-learner).
     effect_linear : start the effect boosting from the linear R-learner (default true).
     effect_shrinkage : ``"test"`` (default) or ``"slope"``, see the module docstring.
+    effect_interval : ``"hull"`` (default): the hull of the intervals of the shrunk and the unshrunk
+        estimate (:func:`~clusterhte.methods.em_trees.hull_interval`); ``"shrunk"``: the shrunk
+        estimate's interval alone.
     n_bootstrap : cluster-bootstrap replicates for the intervals (0 = no intervals).
     n_threads : gpboost threads.
     """
@@ -148,7 +150,7 @@ class GPBoost(Estimator):
     def __init__(self, learning_rate: float = 0.05, max_depth: int = 3, min_samples_leaf: int = 5,
                  max_rounds: int = 1000, cv_folds: int = 5, early_stopping_rounds: int = 20,
                  learner_form: str = "r", effect_linear: bool = True, effect_shrinkage: str = "test",
-                 n_bootstrap: int = 50, n_threads: int = 1,
+                 effect_interval: str = "hull", n_bootstrap: int = 50, n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
@@ -258,5 +260,9 @@ class GPBoost(Estimator):
             info = {"rounds": self.fit_.rounds, "sigma2_e": float(cp[0]), "sigma2_b": float(cp[1])}
         info["learner_form"] = self.learner_form
         info["dropped"] = self.dropped_
-        return result_with_bootstrap(self._cate(self.fit_, test), [self._cate(f, test) for f in self.boot_],
-                                     info=info)
+        res = result_with_bootstrap(self._cate(self.fit_, test), [self._cate(f, test) for f in self.boot_],
+                                    info=info)
+        if self.effect_interval != "hull" or not isinstance(self.fit_, RFit) or not self.boot_:
+            return res
+        return hull_interval(res, result_with_bootstrap(
+            self._cate(unshrunk_fit(self.fit_), test), [self._cate(unshrunk_fit(f), test) for f in self.boot_]))

@@ -25,7 +25,12 @@ small      0.5 + 0.5 X1 - 0.25 X3 + 0.5 V2                          0.2   10    
 icc3       0.5 + 0.5 X1 - 0.25 X3 + 0.5 V2                          0.3   40        5-25
 noise      0.5 + 0.5 X1, plus pure-noise covariates Z1, Z2 (indiv.) 0.2   40        5-25
            and W1 (cluster)
+cluster20  0.5 + 0.8 V1 (as ``cluster``)                            0.2   20        1-40
 ========== ======================================================== ===== ========= ======
+
+``cluster20`` is the hard case for tests of heterogeneity: a cluster-level modifier seen through 10
+clusters per arm, some of them singletons, so a method that shrinks toward the ATE when the
+heterogeneity is not detected must still give intervals that cover (no bound is set on it).
 
 The metrics are computed on the training rows (the trial being analysed), against the true CATE.
 """
@@ -62,6 +67,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("icc3", "linear", icc=0.3, description="ICC 0.3"),
     Scenario("noise", "x1", noise_covariates=True,
              description="tau = 0.5 + 0.5 X1 with three pure-noise covariates"),
+    Scenario("cluster20", "cluster", n_clusters=20, size_lo=1, size_hi=40,
+             description="cluster-covariate modifier in 20 clusters of sizes 1-40"),
 ]}
 
 
