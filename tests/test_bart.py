@@ -141,6 +141,29 @@ def test_chains_and_thinning_give_the_draw_count(crt_linear):
     np.testing.assert_allclose(est.chain_ate_draws(trial).ravel(), res_gfr.draws.mean(axis=0))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_cate_draws_from_treatment_trees_equal_whole_forest_contrasts(name, crt_linear):
+    """The CATE draws are computed from the trees that split on the treatment only; they equal the
+    contrast of the whole forests f(x, 1) - f(x, 0) (every tree predicted for both arms) up to
+    rounding, for two chains and for new rows."""
+    td, _ = crt_linear
+    est, _ = fitted(name, td, dict(QUICK, num_chains=2))
+    new = replace(td, frame=td.frame.assign(X1=td.frame["X1"] * 1.3 - 0.2), name="shifted rows")
+    for d in (td, new):
+        X1 = est._design(d, np.ones(d.n))
+        X0 = X1.copy()
+        X0[:, -1] = 0.0
+        f = est._forest_draws(np.vstack([X1, X0]))
+        full = f[:d.n] - f[d.n:]
+        draws = est.cate_draws(d)
+        assert draws.shape == full.shape == (d.n, 100)
+        np.testing.assert_allclose(draws, full, rtol=0, atol=1e-12)
+    n_draws, trees = est._treatment_trees()
+    assert n_draws == 100 and 0 < trees[0].size < 100 * est.num_trees  # only some trees split on A
+    assert set(np.unique(trees[0])) > set(range(50))                   # trees of both chains
+    assert np.any(np.abs(full) > 0.1)
+
+
 @pytest.mark.parametrize("name", ["ribart", "mixedbart"])
 def test_reproducible_with_random_state(name, crt_linear):
     trial, _ = crt_linear

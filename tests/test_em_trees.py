@@ -363,6 +363,9 @@ def test_bad_hyperparameters_named(crt_linear):
         MEGB(tol=float("nan")).fit(td)
     with pytest.raises(MethodError, match="bootstrap_trees"):
         MERF(bootstrap_trees=7).fit(td)
+    for mf in (1.5, float("nan"), "sqrt"):
+        with pytest.raises(MethodError, match="max_features"):
+            MERF(max_features=mf).fit(td)
     with pytest.raises(MethodError, match="effect_shrinkage"):
         MEGB(effect_shrinkage="js").fit(td)
     with pytest.raises(MethodError, match="effect_interval"):
@@ -425,20 +428,24 @@ def test_merf_refit_size_does_not_change_the_width():
 
 
 def test_fast_forest_is_sklearns_forest():
-    """MERF's forest class skips sklearn's per-tree clone/set_params but grows the same trees."""
+    """MERF's forest grows sklearn's trees without sklearn's per-tree Python machinery: the same
+    trees, bit for bit, with and without weights, with feature subsampling, in threads too."""
     from sklearn.ensemble import RandomForestRegressor
 
-    from clusterhte.methods.em_trees import _forest_class
+    from clusterhte.methods.em_trees import RandomForest
 
     rng = np.random.default_rng(12)
     X, w = rng.normal(size=(300, 5)), rng.uniform(0.1, 1, 300)
     y = X[:, 0] + rng.normal(size=300)
-    kw = dict(n_estimators=20, min_samples_leaf=5, max_features=1.0, random_state=31)
-    ref = RandomForestRegressor(**kw).fit(X, y, sample_weight=w)
-    ours = _forest_class()(**kw).fit(X, y, sample_weight=w)
-    assert isinstance(ours, RandomForestRegressor)
-    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
-    assert [t.random_state for t in ours.estimators_] == [t.random_state for t in ref.estimators_]
+    Xt = rng.normal(size=(200, 5))
+    for sw, leaf, mf, jobs in ((w, 5, 1.0, 1), (None, 3, 1.0, 1), (w, 40, 0.6, 1), (None, 5, 2, 2)):
+        kw = dict(n_estimators=20, min_samples_leaf=leaf, max_features=mf, random_state=31)
+        ref = RandomForestRegressor(**kw).fit(X, y, sample_weight=sw)
+        ours = RandomForest(n_jobs=jobs, **kw).fit(X, y, sample_weight=sw)
+        np.testing.assert_array_equal(ours.predict(Xt), ref.predict(Xt))
+        np.testing.assert_array_equal(ours.tree_predictions(Xt), np.stack([t.predict(Xt) for t in ref.estimators_]))
+    with pytest.raises(ValueError, match="finite"):
+        RandomForest(n_estimators=2).fit(X, np.where(np.arange(300) == 7, np.nan, y))
 
 
 def test_hull_interval_contains_the_shrunk_and_the_unshrunk_intervals():

@@ -13,6 +13,10 @@ The CATE draws come from the **sum of trees only** (random intercept set to 0)::
 
 point estimate = posterior mean, 95% interval = 2.5%/97.5% posterior quantiles. A row's CATE does
 not depend on its cluster label, so prediction works for new clusters and the training rows alike.
+A tree that never splits on the treatment adds the same leaf to f(x, v, 1) and f(x, v, 0), so the
+draws are computed from the trees that split on it only (15-25 % of the trees; stochtree's split
+structure read once per fit, a compiled loop over rows; :func:`treatment_trees`). They equal the
+whole-forest contrast up to rounding (1e-12) and cost a fifth of predicting every tree for both arms.
 
 The sampler (one Gibbs sweep per iteration, :func:`run_chain`)
 ----------------------------------------------------------------
@@ -519,6 +523,78 @@ def split_rhat_ess(chains: np.ndarray) -> tuple[float, float]:
     return rhat, float(m * n / max(tau, 1.0 / np.log10(m * n)))
 
 
+# ------------------------------------------------------------------ CATE draws from the treatment trees
+def treatment_trees(container, n_features: int, draw_offset: int = 0):
+    """The trees of a stochtree ``ForestContainer`` that split on the treatment (the last of
+    ``n_features`` columns), as flat node arrays for :func:`_tree_contrasts`.
+
+    A tree without a treatment split predicts the same leaf for ``(x, 1)`` and ``(x, 0)``, so it adds
+    exactly 0 to ``f(x, 1) - f(x, 0)``; only these trees (some 15-25 % of them) are needed for the
+    CATE draws. Returns ``(draw, start, feature, threshold, left, right, value)`` with one entry of
+    ``draw`` / ``start`` per tree (its draw index plus ``draw_offset``, its root) and nodes
+    numbered locally (``left`` / ``right`` are local indices, -1 at a leaf), or None when a tree has a
+    split that is not numeric.
+    """
+    cc = container.forest_container_cpp
+    counts = np.asarray(cc.GetGranularSplitCounts(int(n_features)))
+    pick = np.argwhere(counts[:, :, n_features - 1] > 0)
+    draw, start, feat, thr, left, right, value = [], [], [], [], [], [], []
+    for s, t in pick.tolist():
+        ids = [int(k) for k in cc.Nodes(s, t)]
+        local = {k: i for i, k in enumerate(ids)}
+        base = len(feat)
+        draw.append(s + draw_offset)
+        start.append(base + local[0])                 # node 0 is the root
+        for k in ids:
+            if cc.IsLeafNode(s, t, k):
+                feat.append(-1)
+                thr.append(0.0)
+                left.append(-1)
+                right.append(-1)
+                value.append(float(np.asarray(cc.NodeLeafValues(s, t, k)).ravel()[0]))
+            elif cc.IsNumericSplitNode(s, t, k):
+                feat.append(int(cc.SplitIndex(s, t, k)))
+                thr.append(float(cc.SplitThreshold(s, t, k)))
+                left.append(base + local[int(cc.LeftChildNode(s, t, k))])
+                right.append(base + local[int(cc.RightChildNode(s, t, k))])
+                value.append(0.0)
+            else:
+                return None
+    return (np.asarray(draw, np.int64), np.asarray(start, np.int64), np.asarray(feat, np.int64),
+            np.asarray(thr, np.float64), np.asarray(left, np.int64), np.asarray(right, np.int64),
+            np.asarray(value, np.float64))
+
+
+try:
+    import numba
+
+    @numba.njit(cache=True)
+    def _tree_contrasts(X, a_col, n_draws, draw, start, feat, thr, left, right, value):  # pragma: no cover - numba
+        """(rows, draws): sum over the given trees of leaf(x, A = 1) - leaf(x, A = 0), trees added in
+        order to their draw's column. Numeric splits send ``x <= threshold`` left (stochtree)."""
+        n = X.shape[0]
+        out = np.zeros((n, n_draws))
+        for k in range(draw.shape[0]):
+            s = draw[k]
+            root = start[k]
+            for i in range(n):
+                node = root                      # A = 1
+                while feat[node] >= 0:
+                    f = feat[node]
+                    x = 1.0 if f == a_col else X[i, f]
+                    node = left[node] if x <= thr[node] else right[node]
+                v1 = value[node]
+                node = root                      # A = 0
+                while feat[node] >= 0:
+                    f = feat[node]
+                    x = 0.0 if f == a_col else X[i, f]
+                    node = left[node] if x <= thr[node] else right[node]
+                out[i, s] += v1 - value[node]
+        return out
+except ImportError:  # pragma: no cover - numba is a dependency
+    _tree_contrasts = None
+
+
 # ------------------------------------------------------------------ the shared estimator
 class RandomInterceptBART(Estimator):
     """BART S-learner on features [X, V, A] with an additive random intercept by cluster.
@@ -610,14 +686,44 @@ class RandomInterceptBART(Estimator):
                        for c in self.chains_])
         return f * self.y_sd_ + self.y_mean_
 
+    def _treatment_trees(self):
+        """The trees with a treatment split, all chains (draws numbered as in :meth:`_forest_draws`),
+        extracted once and kept; None if any tree has a non-numeric split."""
+        if getattr(self, "treatment_trees_", False) is False:
+            p = len(self.covariates_) + 1
+            parts, offset, nodes = [], 0, 0
+            for c in self.chains_:
+                t = treatment_trees(c["forests"], p, offset)
+                if t is None:
+                    parts = None
+                    break
+                draw, start, feat, thr, left, right, value = t      # node numbers after the earlier chains'
+                parts.append((draw, start + nodes, feat, thr, np.where(left >= 0, left + nodes, -1),
+                              np.where(right >= 0, right + nodes, -1), value))
+                offset += c["forests"].num_samples()
+                nodes += feat.size
+            self.treatment_trees_ = (None if parts is None or _tree_contrasts is None else
+                                     (offset, tuple(np.concatenate(z) for z in zip(*parts))))
+        return self.treatment_trees_
+
     def cate_draws(self, test: TrialData) -> np.ndarray:
-        """(n_rows, n_draws) posterior draws of f(x, v, 1) - f(x, v, 0), random effect 0."""
+        """(n_rows, n_draws) posterior draws of f(x, v, 1) - f(x, v, 0), random effect 0.
+
+        Only the trees that split on the treatment are evaluated (:func:`treatment_trees`): every
+        other tree contributes ``leaf - leaf = 0``. The draws equal those of the whole forests
+        ``f(x, v, 1) - f(x, v, 0)`` up to rounding (1e-12 here, ``tests/test_bart.py``), at a fifth
+        of the cost of predicting every tree for both arms.
+        """
         n = test.n
         X1 = self._design(test, np.ones(n))
-        X0 = X1.copy()
-        X0[:, -1] = 0.0
-        f = self._forest_draws(np.vstack([X1, X0]))
-        return f[:n] - f[n:]
+        trees = self._treatment_trees()
+        if trees is None:
+            X0 = X1.copy()
+            X0[:, -1] = 0.0
+            f = self._forest_draws(np.vstack([X1, X0]))
+            return f[:n] - f[n:]
+        n_draws, arrays = trees
+        return _tree_contrasts(np.ascontiguousarray(X1), X1.shape[1] - 1, n_draws, *arrays) * self.y_sd_
 
     def chain_ate_draws(self, test: TrialData) -> np.ndarray:
         """(chains, draws per chain) posterior draws of the average CATE over ``test``'s rows

@@ -382,8 +382,10 @@ class CausalForest(Estimator):
     def _yhat(self, X: np.ndarray, y: np.ndarray, codes: np.ndarray, seed: int,
               strata: np.ndarray | None = None) -> np.ndarray:
         """Cross-fitted ``Y.hat`` over arm-stratified cluster folds (fold count capped at the
-        clusters per arm)."""
-        from sklearn.ensemble import RandomForestRegressor
+        clusters per arm). The forests are scikit-learn's ``RandomForestRegressor`` (default
+        ``max_features = 1.0``), grown by :class:`~clusterhte.methods.em_trees.RandomForest` (the same
+        trees bit for bit, without sklearn's per-tree overhead)."""
+        from clusterhte.methods.em_trees import RandomForest
 
         J = int(codes.max()) + 1
         k = n_folds(J, int(self.yhat_folds), strata)
@@ -391,9 +393,8 @@ class CausalForest(Estimator):
         yhat = np.empty_like(y)
         for f in range(k):
             held = folds == f
-            rf = RandomForestRegressor(n_estimators=int(self.yhat_trees),
-                                       min_samples_leaf=int(self.yhat_min_samples_leaf),
-                                       n_jobs=int(self.n_threads), random_state=seed)
+            rf = RandomForest(n_estimators=int(self.yhat_trees), min_samples_leaf=int(self.yhat_min_samples_leaf),
+                              max_features=1.0, n_jobs=int(self.n_threads), random_state=seed)
             yhat[held] = rf.fit(X[~held], y[~held]).predict(X[held])
         return yhat
 

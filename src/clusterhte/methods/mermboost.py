@@ -161,14 +161,18 @@ class RandomIntercept:
             return np.zeros(self.J)
         th = self.log_gamma if np.isfinite(self.log_gamma) else 0.0
         lo, hi = -30.0, 30.0
+        # products that do not change within the Newton loop, formed once (same values as in the loop)
+        nn = n * n
+        n_nm2, nn_nm2 = n * nm2, nn * nm2
         for _ in range(60):
             g = np.exp(th)
             w = 1.0 / (1.0 + n * g)
+            ww = w * w
             Q = ssw + float(nm2 @ w)
-            Q1 = -float((n * nm2) @ (w * w))
-            Q2 = 2.0 * float((n * n * nm2) @ (w * w * w))
+            Q1 = -float(n_nm2 @ ww)
+            Q2 = 2.0 * float(nn_nm2 @ (ww * w))
             d1 = N * Q1 / Q + float(n @ w)
-            d2 = N * (Q2 / Q - (Q1 / Q) ** 2) - float((n * n) @ (w * w))
+            d2 = N * (Q2 / Q - (Q1 / Q) ** 2) - float(nn @ ww)
             t1 = g * d1                      # derivative in theta = log gamma
             t2 = g * d1 + g * g * d2
             if t1 > 0:
@@ -176,7 +180,7 @@ class RandomIntercept:
             else:
                 lo = max(lo, th)
             step = -t1 / t2 if t2 > 0 else -np.sign(t1) * 2.0
-            step = float(np.clip(step, -2.0, 2.0))
+            step = min(max(float(step), -2.0), 2.0)          # np.clip(step, -2, 2) on a scalar
             new = th + step
             if not (lo < new < hi):
                 new = 0.5 * (lo + hi)
