@@ -7,9 +7,11 @@ imports) is paid 4 + 14 x 4 + 4 times instead of once per chunk (2,240 fit jobs 
 16 + 224 + 16). Chunk files (``results/{sim,fits,metrics}/otr/{cell}/chunk{k}.parquet``) keep their
 contract; a method's hyperparameters still reach only its own fit jobs.
 
-The fit jobs build their fit tables in Arrow (:func:`fit_table`), with per-replicate constants
-expanded by ``np.repeat`` and no pandas frame per chunk; the evaluation reads only the numeric
-columns it uses (:func:`read_fit`).
+The fit jobs build *compact* fit tables in Arrow (:func:`fit_table`): one row per test unit with
+``rep, row, cate, decision`` and the per-replicate constants (split, seconds, failed, error, ATE)
+once per replicate in the Parquet metadata, written without a codec (:data:`FIT_PARQUET`);
+:func:`read_fit_table` expands one to the full fit table. The evaluation reads only the columns it
+uses (:func:`read_fit`). Simulated chunks are stored with :data:`SIM_PARQUET`.
 
 The fit path reads only the columns a fit needs, with pyarrow, and builds the per-replicate
 :class:`TrialData` from numpy slices without the per-table pandas validation: the simulator's
@@ -29,12 +31,23 @@ import pandas as pd
 
 from clusterhte.data.trial import TrialData, TrialDataError
 from clusterhte.simulate import otr_designs
-from clusterhte.stages.fitting import chunk_reps, fit_replicates_arrow
+from clusterhte.stages.fitting import (COMPACT_PARQUET, chunk_reps, expand_fit_table,
+                                       fit_replicates_arrow, replicate_constants)
 
 # clusterhte.evaluate.otr_metrics (scipy.stats: ~0.6 s of imports) is imported where it is used,
 # so the simulate and fit jobs do not pay for it.
 
 FIT_INPUT_COLUMNS = ["rep", "split", "row", "cluster", "treatment", "outcome", *otr_designs.COVARIATES]
+
+# How the simulated chunks are stored (values and types unchanged): dictionary encoding only for
+# the columns that repeat a few values (per replicate, cluster or arm), plain values for the
+# random floats, no codec (random floats do not compress). Writing a (150, 150) chunk costs a third
+# of pyarrow's default (snappy, dictionary tried on every column) and reading the fit columns 40 %.
+SIM_PARQUET = {"compression": "none",
+               "use_dictionary": ["rep", "split", "cluster", "treatment", "trt_prob", "R", "U1", "redraws"],
+               "column_encoding": {"row": "DELTA_BINARY_PACKED"}}
+# the fit tables: compact (stages.fitting.fit_replicates_arrow), stored as COMPACT_PARQUET says
+FIT_PARQUET = COMPACT_PARQUET
 
 
 def simulate(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int) -> pd.DataFrame:
@@ -100,15 +113,37 @@ FIT_EVAL_COLUMNS = ["rep", "row", "cate", "decision", "failed", "seconds"]
 
 
 def read_fit(path) -> pd.DataFrame:
-    """The columns of a fit chunk the evaluation uses (numeric only: read with pyarrow into
-    numpy, no pandas conversion of the string columns)."""
+    """The columns of a fit chunk the evaluation uses (:data:`FIT_EVAL_COLUMNS`; read with pyarrow
+    into numpy). Compact fit tables (:func:`fit_table`) have ``failed`` and ``seconds`` once per
+    replicate in their metadata; they are repeated over the replicate's rows here."""
     import pyarrow.parquet as pq
 
     from clusterhte import io
 
     io._check_parquet(Path(path))
-    tb = pq.read_table(path, columns=FIT_EVAL_COLUMNS, use_threads=False)
-    return pd.DataFrame({c: tb.column(c).to_numpy() for c in FIT_EVAL_COLUMNS}, copy=False)
+    per_rep = replicate_constants(pq.read_schema(path).metadata)
+    if per_rep is None:  # a full fit table
+        tb = pq.read_table(path, columns=FIT_EVAL_COLUMNS, use_threads=False)
+        return pd.DataFrame({c: tb.column(c).to_numpy() for c in FIT_EVAL_COLUMNS}, copy=False)
+    tb = pq.read_table(path, columns=["rep", "row", "cate", "decision"], use_threads=False)
+    ns = per_rep["n"].to_numpy()
+    if tb.num_rows != int(ns.sum()):
+        raise io.InputFileError(f"{path}: {tb.num_rows} rows, but its replicate metadata lists {int(ns.sum())}")
+    cols = {c: tb.column(c).to_numpy() for c in ("rep", "row", "cate", "decision")}
+    cols["failed"] = np.repeat(per_rep["failed"].to_numpy(), ns)
+    cols["seconds"] = np.repeat(per_rep["seconds"].to_numpy(), ns)
+    return pd.DataFrame({c: cols[c] for c in FIT_EVAL_COLUMNS}, copy=False)
+
+
+def read_fit_table(path) -> pd.DataFrame:
+    """A fit chunk as the full fit table (``stages.fitting.FIT_COLUMNS``, one row per test unit
+    with the per-replicate constants repeated), for people and audits."""
+    import pyarrow.parquet as pq
+
+    from clusterhte import io
+
+    io._check_parquet(Path(path))
+    return expand_fit_table(pq.read_table(path, use_threads=False))
 
 
 def _as_arrays(sim) -> dict[str, np.ndarray]:
@@ -201,8 +236,9 @@ def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, d
 
 def fit_table(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
               threads: int = 1):
-    """Scores of ``method`` on the test split of every replicate of a chunk, as a pyarrow Table
-    (the fit table contract of :mod:`clusterhte.stages.fitting`; what the fit jobs write)."""
+    """Scores of ``method`` on the test split of every replicate of a chunk, as a compact pyarrow
+    Table (:func:`clusterhte.stages.fitting.fit_replicates_arrow`; what the fit jobs write, with
+    :data:`FIT_PARQUET`)."""
     reps = iter_replicates(sim)
     n = len(np.unique(_as_arrays(sim)["rep"]))
     return fit_replicates_arrow(reps, study="otr", cell=cell, method=method, params=params,
@@ -211,8 +247,8 @@ def fit_table(sim, cell: str, method: str, params: dict, seed: int, log=sys.stde
 
 def fit(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
         threads: int = 1) -> pd.DataFrame:
-    """:func:`fit_table` as a DataFrame."""
-    return fit_table(sim, cell, method, params, seed, log=log, threads=threads).to_pandas()
+    """:func:`fit_table` as the full fit table (a DataFrame with ``stages.fitting.FIT_COLUMNS``)."""
+    return expand_fit_table(fit_table(sim, cell, method, params, seed, log=log, threads=threads))
 
 
 def evaluate(sim: pd.DataFrame, fits: dict[str, pd.DataFrame], rank: str = "spearman") -> pd.DataFrame:
