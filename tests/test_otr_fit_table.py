@@ -160,3 +160,27 @@ def test_read_sim_columns_match_the_written_chunk(sim, tmp_path, stored):
     for (_, a_tr, a_te), (_, b_tr, b_te) in zip(from_file, from_frame):
         pd.testing.assert_frame_equal(a_tr, b_tr, check_exact=True)
         pd.testing.assert_frame_equal(a_te, b_te, check_exact=True)
+
+
+@pytest.mark.parametrize("labels", ["integers", "strings", "sparse integers"])
+def test_check_chunk_finds_one_arm_clusters_and_missing_values(sim, labels):
+    a = {k: v.copy() for k, v in otr._as_arrays(sim).items()}
+    if labels == "strings":
+        a["cluster"] = np.char.add("site", a["cluster"].astype(str)).astype(object)
+    elif labels == "sparse integers":
+        a["cluster"] = a["cluster"] * 10**12
+    otr.check_chunk(a)  # the simulator's chunk is valid
+    one = a.copy()
+    rows = (one["rep"] == 1) & ~one["is_test"] & (one["cluster"] == one["cluster"][0])
+    one["treatment"] = np.where(rows, 1.0, one["treatment"])
+    with pytest.raises(otr.TrialDataError, match=r"1 training cluster\(s\) have only one arm"):
+        otr.check_chunk(one)
+    # a test row with one arm in its cluster is fine (prediction rows need no arms)
+    t = a.copy()
+    t["treatment"] = np.where(t["is_test"], 1.0, t["treatment"])
+    otr.check_chunk(t)
+    nan = a.copy()
+    nan["X4"] = nan["X4"].copy()
+    nan["X4"][5] = np.nan
+    with pytest.raises(otr.TrialDataError, match=r"column 'X4' has missing or infinite values at rows \[5\]"):
+        otr.check_chunk(nan)

@@ -72,7 +72,10 @@ def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.nda
         if c == "split":
             out["is_test"] = _is_test(tb.column("split"))
         else:
-            out[c] = tb.column(c).to_numpy()
+            col = tb.column(c)
+            # one chunk (one row group): the column's own buffer, no copy (read-only)
+            out[c] = (col.chunk(0).to_numpy(zero_copy_only=False) if col.num_chunks == 1
+                      else col.to_numpy())
     return out
 
 
@@ -105,7 +108,7 @@ def read_truth(path) -> pd.DataFrame:
     tb = pq.read_table(path, columns=["rep", "row", "delta"], filters=[("split", "==", "test")],
                        use_threads=False)
     out = pd.DataFrame({c: tb.column(c).to_numpy() for c in ("rep", "row", "delta")})
-    out.insert(1, "split", pd.Categorical(np.full(len(out), "test")))
+    out.insert(1, "split", pd.Categorical.from_codes(np.zeros(len(out), dtype=np.int8), categories=["test"]))
     return out
 
 
@@ -160,18 +163,27 @@ def _as_arrays(sim) -> dict[str, np.ndarray]:
 def check_chunk(a: dict[str, np.ndarray], name: str = "simulated chunk") -> None:
     """Vectorised form of ``TrialData.validate`` for a whole simulated chunk."""
     for c in ["outcome", "treatment", *otr_designs.COVARIATES]:
-        bad = ~np.isfinite(a[c].astype(float))
+        bad = ~np.isfinite(a[c].astype(float, copy=False))
         if bad.any():
             raise TrialDataError(f"{name}: column '{c}' has missing or infinite values at rows "
                                  f"{np.flatnonzero(bad)[:8].tolist()}")
-    t = a["treatment"].astype(float)
+    t = a["treatment"].astype(float, copy=False)
     bad = (t != 0) & (t != 1)
     if bad.any():
         raise TrialDataError(f"{name}: column 'treatment' must be 0/1 at rows {np.flatnonzero(bad)[:8].tolist()}")
     tr = ~a["is_test"]
-    rep_codes, _ = pd.factorize(a["rep"][tr])
-    cl_codes, cl_labels = pd.factorize(a["cluster"][tr])
-    key = rep_codes.astype(np.int64) * len(cl_labels) + cl_codes
+    rep, cl = a["rep"][tr], a["cluster"][tr]
+    span = None
+    if rep.size and rep.dtype.kind in "iu" and cl.dtype.kind in "iu":
+        r0, c0 = int(rep.min()), int(cl.min())
+        span = (int(rep.max()) - r0 + 1, int(cl.max()) - c0 + 1)
+    if span is not None and span[0] * span[1] <= 4 * rep.size + 1024:
+        # compact integer labels (the simulator's): (rep, cluster) keys by arithmetic, no hashing
+        key = (rep - r0).astype(np.int64) * span[1] + (cl - c0)
+    else:
+        rep_codes, _ = pd.factorize(rep)
+        cl_codes, cl_labels = pd.factorize(cl)
+        key = rep_codes.astype(np.int64) * len(cl_labels) + cl_codes
     n1 = np.bincount(key, weights=t[tr])
     nj = np.bincount(key)
     used = nj > 0
