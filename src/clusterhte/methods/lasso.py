@@ -399,7 +399,8 @@ def _fold_moments(X, y, w, fcode, K, dummies) -> list[_Moments]:
     (codes < 0: all zero). Their moments come from per-(fold, code) sums, so the cost is
     O(n (p + 1)) rather than O(n (p + q)^2).
     """
-    order = np.argsort(fcode, kind="stable")
+    # rows grouped by fold, in their order within each fold (a stable counting sort)
+    order = np.concatenate([np.flatnonzero(fcode == k) for k in range(K)])
     A = np.column_stack([X, y])[order]
     ws = w[order]
     bounds = np.r_[0, np.cumsum(np.bincount(fcode, minlength=K))]
@@ -436,6 +437,17 @@ def _fold_moments(X, y, w, fcode, K, dummies) -> list[_Moments]:
     return out
 
 
+def _fold_codes(foldid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(foldid, return_inverse=True)``; small non-negative integer labels (the usual
+    1..K) without sorting the rows."""
+    if foldid.dtype.kind in "iu" and foldid.size and foldid.min() >= 0 and foldid.max() < 4 * foldid.size + 64:
+        present = np.bincount(foldid) > 0
+        folds = np.flatnonzero(present).astype(foldid.dtype)
+        code = np.cumsum(present) - 1
+        return folds, code[foldid]
+    return np.unique(foldid, return_inverse=True)
+
+
 def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, lambdas=None,
              nlambda: int = 100, lambda_min_ratio: float | None = None, standardize: bool = True,
              tol: float = 1e-7, max_iter: int = 100_000, dummies=None) -> CVLasso:
@@ -460,7 +472,7 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, 
     foldid = np.asarray(foldid).ravel()
     if foldid.shape[0] != n:
         raise MethodError(f"lasso: foldid has {foldid.shape[0]} rows, X has {n}")
-    folds, fcode = np.unique(foldid, return_inverse=True)
+    folds, fcode = _fold_codes(foldid)
     K = folds.size
     if K < 3:
         raise MethodError(f"lasso: need at least 3 folds, got {K}")

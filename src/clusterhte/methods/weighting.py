@@ -253,7 +253,7 @@ class _Weighting(Estimator):
             k = 1
         else:
             rng = np.random.default_rng(self.random_state)
-            base = np.resize(np.arange(1, self.nfolds + 1), train.n)
+            base = np.arange(train.n) % self.nfolds + 1   # R: rep(1:nfolds, length = n)
             for k in range(1, self.max_refits + 1):
                 foldid = rng.permutation(base)
                 cv = cv_lasso(xt, train.outcome, w, pf, foldid, offset=offset, nlambda=self.nlambda,
