@@ -109,7 +109,8 @@ REPLICATES_KEY = "clusterhte.replicates"
 # (delta encoding); about 4x cheaper to write than snappy with dictionaries tried on every column.
 COMPACT_PARQUET = {"compression": "none", "use_dictionary": ["rep"],
                    "column_encoding": {"row": "DELTA_BINARY_PACKED", "cate": "PLAIN",
-                                       "decision": "PLAIN", "lower": "PLAIN", "upper": "PLAIN"}}
+                                       "decision": "PLAIN", "lower": "PLAIN", "upper": "PLAIN"},
+                   "row_group_size": 1 << 26}
 
 
 def fit_replicates_arrow(replicates: Iterable[tuple[int, TrialData, dict[str, TrialData]]], *,

@@ -43,9 +43,10 @@ FIT_INPUT_COLUMNS = ["rep", "split", "row", "cluster", "treatment", "outcome", *
 # the columns that repeat a few values (per replicate, cluster or arm), plain values for the
 # random floats, no codec (random floats do not compress). Writing a (150, 150) chunk costs a third
 # of pyarrow's default (snappy, dictionary tried on every column) and reading the fit columns 40 %.
+# One row group per chunk, so that each column is read as one buffer and handed over without a copy.
 SIM_PARQUET = {"compression": "none",
                "use_dictionary": ["rep", "split", "cluster", "treatment", "trt_prob", "R", "U1", "redraws"],
-               "column_encoding": {"row": "DELTA_BINARY_PACKED"}}
+               "column_encoding": {"row": "DELTA_BINARY_PACKED"}, "row_group_size": 1 << 26}
 # the fit tables: compact (stages.fitting.fit_replicates_arrow), stored as COMPACT_PARQUET says
 FIT_PARQUET = COMPACT_PARQUET
 
@@ -65,18 +66,23 @@ def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.nda
     io._check_parquet(Path(path))
     cols = list(columns or FIT_INPUT_COLUMNS)
     # split as a dictionary column: its codes are compared, no string per row is materialised
-    tb = pq.read_table(path, columns=cols, use_threads=False,
-                       read_dictionary=["split"] if "split" in cols else None)
+    # ParquetFile.read: one Arrow chunk per row group (read_table cuts batches of 128 Ki rows),
+    # so a chunk written with SIM_PARQUET comes back as one buffer per column
+    tb = pq.ParquetFile(path, read_dictionary=["split"] if "split" in cols else None).read(
+        columns=cols, use_threads=False)
     out = {}
     for c in cols:
         if c == "split":
             out["is_test"] = _is_test(tb.column("split"))
         else:
-            col = tb.column(c)
-            # one chunk (one row group): the column's own buffer, no copy (read-only)
-            out[c] = (col.chunk(0).to_numpy(zero_copy_only=False) if col.num_chunks == 1
-                      else col.to_numpy())
+            out[c] = _numpy(tb.column(c))
     return out
+
+
+def _numpy(col) -> np.ndarray:
+    """A pyarrow column as numpy; a one-chunk column (one row group) is handed over without a
+    copy (read-only)."""
+    return col.chunk(0).to_numpy(zero_copy_only=False) if col.num_chunks == 1 else col.to_numpy()
 
 
 read_sim = read_sim_columns
@@ -128,11 +134,11 @@ def read_fit(path) -> pd.DataFrame:
     if per_rep is None:  # a full fit table
         tb = pq.read_table(path, columns=FIT_EVAL_COLUMNS, use_threads=False)
         return pd.DataFrame({c: tb.column(c).to_numpy() for c in FIT_EVAL_COLUMNS}, copy=False)
-    tb = pq.read_table(path, columns=["rep", "row", "cate", "decision"], use_threads=False)
+    tb = pq.ParquetFile(path).read(columns=["rep", "row", "cate", "decision"], use_threads=False)
     ns = per_rep["n"].to_numpy()
     if tb.num_rows != int(ns.sum()):
         raise io.InputFileError(f"{path}: {tb.num_rows} rows, but its replicate metadata lists {int(ns.sum())}")
-    cols = {c: tb.column(c).to_numpy() for c in ("rep", "row", "cate", "decision")}
+    cols = {c: _numpy(tb.column(c)) for c in ("rep", "row", "cate", "decision")}
     cols["failed"] = np.repeat(per_rep["failed"].to_numpy(), ns)
     cols["seconds"] = np.repeat(per_rep["seconds"].to_numpy(), ns)
     return pd.DataFrame({c: cols[c] for c in FIT_EVAL_COLUMNS}, copy=False)
@@ -251,8 +257,11 @@ def fit_table(sim, cell: str, method: str, params: dict, seed: int, log=sys.stde
     """Scores of ``method`` on the test split of every replicate of a chunk, as a compact pyarrow
     Table (:func:`clusterhte.stages.fitting.fit_replicates_arrow`; what the fit jobs write, with
     :data:`FIT_PARQUET`)."""
-    reps = iter_replicates(sim)
-    n = len(np.unique(_as_arrays(sim)["rep"]))
+    a = _as_arrays(sim)
+    reps = iter_replicates(a)
+    r = a["rep"]
+    # number of replicates (for the log): count the changes when sorted, as the chunks are written
+    n = int(np.count_nonzero(np.diff(r))) + 1 if r.size and np.all(r[1:] >= r[:-1]) else len(np.unique(r))
     return fit_replicates_arrow(reps, study="otr", cell=cell, method=method, params=params,
                                 root_seed=seed, log=log, total=n, threads=threads)
 
