@@ -39,7 +39,13 @@ import numpy as np  # noqa: E402
 from clusterhte import io, methods  # noqa: E402
 from clusterhte.simulate import otr_designs  # noqa: E402
 from clusterhte.stages import otr  # noqa: E402
-from clusterhte.stages.fitting import keep_freed_memory, limit_threads  # noqa: E402
+from clusterhte.stages import fitting  # noqa: E402
+from clusterhte.stages.fitting import limit_threads  # noqa: E402
+
+# The same script times an older checkout (PYTHONPATH at its src) for an A/B: what it lacks is
+# skipped (no allocator tuning, pyarrow's default Parquet settings, full fit tables).
+SIM_PARQUET = getattr(otr, "SIM_PARQUET", None)
+FIT_PARQUET = getattr(otr, "FIT_PARQUET", None)
 
 PAPER_REPS = 500
 
@@ -78,6 +84,18 @@ def mixedlm_baseline(train, reps: int = 5) -> float:
     return float(np.median(ts))
 
 
+def write_sim(df, path):
+    if SIM_PARQUET is None:
+        return io.write_parquet(df, path, prov={})
+    return io.write_parquet(df, path, prov={}, parquet=SIM_PARQUET)
+
+
+def write_fit(table, path):
+    if FIT_PARQUET is None:
+        return io.write_table(table, path, prov={})
+    return io.write_table(table, path, prov={}, parquet=FIT_PARQUET)
+
+
 def time_cell(cell: str, reps: int, tmp: Path, names: list[str]) -> dict:
     """Seconds per replicate of each stage's work on one chunk of ``reps`` replicates of ``cell``,
     as the workflow jobs do it: the simulate job's chunk (simulate + write), each fit job's chunk
@@ -86,7 +104,7 @@ def time_cell(cell: str, reps: int, tmp: Path, names: list[str]) -> dict:
     out = {}
     t0 = CLOCK()
     sim = otr.simulate(cell, 0, reps, reps, seed=1)
-    io.write_parquet(sim, tmp / "sim.parquet", prov={}, parquet=otr.SIM_PARQUET)
+    write_sim(sim, tmp / "sim.parquet")
     out["simulate"] = CLOCK() - t0
     del sim
     t0 = CLOCK()
@@ -109,7 +127,7 @@ def time_cell(cell: str, reps: int, tmp: Path, names: list[str]) -> dict:
         for m in names:
             io.sha256_file(tmp / "sim.parquet")
             f = otr.fit_table(otr.read_sim(tmp / "sim.parquet"), cell, m, {}, 1, log=dn)
-            io.write_table(f, tmp / f"fit_{m}.parquet", prov={}, parquet=otr.FIT_PARQUET)
+            write_fit(f, tmp / f"fit_{m}.parquet")
     out["fit jobs"] = CLOCK() - t0
     t0 = CLOCK()
     for f in [tmp / "sim.parquet", *(tmp / f"fit_{m}.parquet" for m in names)]:
@@ -134,7 +152,8 @@ def main():
     global CLOCK
     CLOCK = time.process_time if a.clock == "cpu" else time.perf_counter
     limit_threads(1)
-    keep_freed_memory()  # as every OTR workflow job does
+    if hasattr(fitting, "keep_freed_memory"):
+        fitting.keep_freed_memory()  # as every OTR workflow job does
     designs = a.designs.split(",")
     names = list(methods.OTR_METHODS)
     df = otr_designs.simulate_replicate("d1", 25, 25, np.random.default_rng(1))
