@@ -12,5 +12,5 @@ with smk.logged(snakemake):
     cfg = {"replicates": p.replicates, "reps_per_chunk": p.reps_per_chunk, "wildcards": dict(w.items())}
     prov = chunk_provenance(rule=snakemake.rule, config=cfg, seed=p.seed)
     for cell, k, dst in zip(p.cells, p.chunks, snakemake.output):
-        df = otr.simulate(cell, int(k), p.replicates, p.reps_per_chunk, p.seed)
-        io.write_parquet(df, dst, prov=prov([], cell=cell, chunk=int(k)), parquet=otr.SIM_PARQUET)
+        table = otr.simulate_table(cell, int(k), p.replicates, p.reps_per_chunk, p.seed)
+        io.write_table(table, dst, prov=prov([], cell=cell, chunk=int(k)), parquet=otr.SIM_PARQUET)

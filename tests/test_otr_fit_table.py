@@ -184,3 +184,19 @@ def test_check_chunk_finds_one_arm_clusters_and_missing_values(sim, labels):
     nan["X4"][5] = np.nan
     with pytest.raises(otr.TrialDataError, match=r"column 'X4' has missing or infinite values at rows \[5\]"):
         otr.check_chunk(nan)
+
+
+def test_simulated_table_is_the_simulated_frame(tmp_path):
+    """The simulate jobs' Arrow table (no pandas frame) holds the chunk's columns, values and
+    types: written and read back it is the DataFrame of otr.simulate."""
+    df = otr.simulate(CELL, 1, 5, 2, seed=9)
+    tb = otr.simulate_table(CELL, 1, 5, 2, seed=9)
+    assert tb.column_names == list(df.columns)
+    io.write_table(tb, tmp_path / "a.parquet", parquet=otr.SIM_PARQUET)
+    io.write_parquet(df, tmp_path / "b.parquet", parquet=otr.SIM_PARQUET)
+    a, b = io.read_parquet(tmp_path / "a.parquet"), io.read_parquet(tmp_path / "b.parquet")
+    pd.testing.assert_frame_equal(a, df, check_exact=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    sa, sb = pq.read_schema(tmp_path / "a.parquet"), pq.read_schema(tmp_path / "b.parquet")
+    assert [(f.name, f.type) for f in sa] == [(f.name, f.type) for f in sb]
+    assert set(a["rep"]) == {2, 3} and set(a["split"]) == {"train", "test"}

@@ -56,6 +56,12 @@ def simulate(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int)
     return otr_designs.simulate_chunk(design, J, n, chunk_reps(replicates, reps_per_chunk, k), seed)
 
 
+def simulate_table(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int):
+    """:func:`simulate` as a pyarrow Table (what the simulate jobs write, with :data:`SIM_PARQUET`)."""
+    design, J, n = otr_designs.parse_cell(cell)
+    return otr_designs.simulate_chunk_table(design, J, n, chunk_reps(replicates, reps_per_chunk, k), seed)
+
+
 def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.ndarray]:
     """Columns of a simulated chunk as numpy arrays (``split`` as a boolean ``is_test``)."""
     import pyarrow.compute as pc
