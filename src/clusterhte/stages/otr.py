@@ -42,7 +42,7 @@ FIT_INPUT_COLUMNS = ["rep", "split", "row", "cluster", "treatment", "outcome", *
 # How the simulated chunks are stored (values and types unchanged): dictionary encoding only for
 # the columns that repeat a few values (per replicate, cluster or arm), plain values for the
 # random floats, no codec (random floats do not compress). Writing a (150, 150) chunk costs a third
-# of pyarrow's default (snappy, dictionary tried on every column) and reading the fit columns 40 %.
+# of pyarrow's default (snappy, dictionary tried on every column), reading its fit columns 40 % less.
 # One row group per chunk, so that each column is read as one buffer and handed over without a copy.
 SIM_PARQUET = {"compression": "none",
                "use_dictionary": ["rep", "split", "cluster", "treatment", "trt_prob", "R", "U1", "redraws"],
