@@ -127,8 +127,9 @@ def fit_replicates_arrow(replicates: Iterable[tuple[int, TrialData, dict[str, Tr
     interval (none of the OTR estimators does). The per-(replicate, split) constants -- ``rep,
     split, n, seconds, failed, error, ate, ate_lower, ate_upper`` -- are stored once per
     replicate in the schema metadata under :data:`REPLICATES_KEY` (JSON, one list per field,
-    NaN as null -- a non-finite value is read back as NaN; finite floats round-trip exactly). :func:`expand_fit_table` rebuilds the full
-    13-column table of :func:`fit_replicates` from it, value for value.
+    NaN as null -- a non-finite value is read back as NaN; finite floats round-trip exactly).
+    :func:`expand_fit_table` rebuilds the full 13-column table of :func:`fit_replicates` from
+    it, value for value.
 
     A chunk of 50 replicates at (J, n) = (150, 150) has 1.1 million test rows per method: the
     13-column table cost ~200 ms to write per chunk and the compact one ~50 ms (Parquet options
