@@ -34,20 +34,26 @@ def main():
     a = ap.parse_args()
     limit_threads(1)
     new = hasattr(otr, "fit_table")
+    sim_opts = {"parquet": otr.SIM_PARQUET} if hasattr(otr, "SIM_PARQUET") else {}
+    fit_opts = {"parquet": otr.FIT_PARQUET} if hasattr(otr, "FIT_PARQUET") else {}
+    from clusterhte.stages import fitting
+    if hasattr(fitting, "keep_freed_memory"):
+        fitting.keep_freed_memory()
     dn = open(os.devnull, "w")
     print(f"{'Arrow fit tables' if new else 'DataFrame fit tables'} ({otr.__file__}); "
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as d:
         for cell in a.cells.split(","):
             path = Path(d) / f"{cell}.parquet"
-            io.write_parquet(otr.simulate(cell, 0, a.reps, a.reps, seed=1), path, prov={})
+            io.write_parquet(otr.simulate(cell, 0, a.reps, a.reps, seed=1), path, prov={}, **sim_opts)
             t = best(lambda: list(otr.iter_replicates(otr.read_sim(path))), 2 * a.repeat + 1)
             print(f"{cell} read + replicate tables: {1e3 * t / a.reps:.2f} ms per replicate")
             arrays = otr.read_sim(path)
             for m in a.methods.split(","):
                 if new:
                     def job():
-                        io.write_table(otr.fit_table(arrays, cell, m, {}, 1, log=dn), Path(d) / "f.parquet", prov={})
+                        io.write_table(otr.fit_table(arrays, cell, m, {}, 1, log=dn), Path(d) / "f.parquet",
+                                       prov={}, **fit_opts)
                 else:
                     def job():
                         io.write_parquet(otr.fit(arrays, cell, m, {}, 1, log=dn), Path(d) / "f.parquet", prov={})

@@ -4,8 +4,9 @@ wall time of the paper-scale study (16 cells x 500 replicates x 14 estimators) o
     .venv/bin/python benchmarks/otr_paper_scale.py [--reps 4] [--cores 2] [--designs d1,d2,d3,d4]
 
 For each design cell, in this process and with single-threaded BLAS, on one chunk of ``--reps``
-replicates it times: simulate (+ write + read, as the workflow's Parquet files), building the
-replicate tables, each estimator's fit + predict + fit table (+ write + read), and the evaluation.
+replicates it times what the workflow's jobs do with a chunk (:func:`time_cell`): simulate + write;
+for each of the 14 fit jobs read + sha256 (provenance) + replicate tables + fits + compact fit
+table + write; the evaluation's reads, sha256s, metrics and write.
 The projection adds the interpreter start + imports of every workflow job (measured in a child
 process) for the workflow's job count (4 simulate, 14 x 4 fit, 4 evaluate: one per design and
 method x design, each streaming the design's cell x chunk files; 1 aggregate, 8 figure jobs) and
@@ -38,7 +39,13 @@ import numpy as np  # noqa: E402
 from clusterhte import io, methods  # noqa: E402
 from clusterhte.simulate import otr_designs  # noqa: E402
 from clusterhte.stages import otr  # noqa: E402
+from clusterhte.stages import fitting  # noqa: E402
 from clusterhte.stages.fitting import limit_threads  # noqa: E402
+
+# The same script times an older checkout (PYTHONPATH at its src) for an A/B: what it lacks is
+# skipped (no allocator tuning, pyarrow's default Parquet settings, full fit tables).
+SIM_PARQUET = getattr(otr, "SIM_PARQUET", None)
+FIT_PARQUET = getattr(otr, "FIT_PARQUET", None)
 
 PAPER_REPS = 500
 
@@ -77,15 +84,35 @@ def mixedlm_baseline(train, reps: int = 5) -> float:
     return float(np.median(ts))
 
 
+def write_sim(df, path):
+    if SIM_PARQUET is None:
+        return io.write_parquet(df, path, prov={})
+    return io.write_parquet(df, path, prov={}, parquet=SIM_PARQUET)
+
+
+def write_fit(table, path):
+    if FIT_PARQUET is None:
+        return io.write_table(table, path, prov={})
+    return io.write_table(table, path, prov={}, parquet=FIT_PARQUET)
+
+
 def time_cell(cell: str, reps: int, tmp: Path, names: list[str]) -> dict:
+    """Seconds per replicate of each stage's work on one chunk of ``reps`` replicates of ``cell``,
+    as the workflow jobs do it: the simulate job's chunk (simulate + write), each fit job's chunk
+    (read + sha256 of the input for the provenance + replicate tables + fits + fit table + write),
+    the evaluate job's chunk (read + sha256 of its 15 inputs + metrics + write)."""
     out = {}
     t0 = CLOCK()
-    sim = otr.simulate(cell, 0, reps, reps, seed=1)
-    io.write_parquet(sim, tmp / "sim.parquet", prov={})
+    if hasattr(otr, "simulate_table"):
+        sim = otr.simulate_table(cell, 0, reps, reps, seed=1)
+        io.write_table(sim, tmp / "sim.parquet", prov={}, parquet=SIM_PARQUET)
+    else:
+        sim = otr.simulate(cell, 0, reps, reps, seed=1)
+        write_sim(sim, tmp / "sim.parquet")
     out["simulate"] = CLOCK() - t0
+    del sim
     t0 = CLOCK()
-    arrays = otr.read_sim(tmp / "sim.parquet")
-    reps_list = list(otr.iter_replicates(arrays))
+    reps_list = list(otr.iter_replicates(otr.read_sim(tmp / "sim.parquet")))
     out["read+tables"] = CLOCK() - t0
     # warm-up (numba compilation, first imports) on one replicate, not timed
     _, tr, te = reps_list[0]
@@ -98,13 +125,17 @@ def time_cell(cell: str, reps: int, tmp: Path, names: list[str]) -> dict:
             methods.make(m, random_state=1).fit(tr).predict(te["test"])
         est_only += CLOCK() - t0
     out["estimators"] = est_only
-    fits = {}
+    del reps_list, tr, te
     t0 = CLOCK()
-    for m in names:
-        f = otr.fit_table(arrays, cell, m, {}, 1, log=open(os.devnull, "w"))
-        io.write_table(f, tmp / f"fit_{m}.parquet", prov={})
-    out["fit stage"] = CLOCK() - t0
+    with open(os.devnull, "w") as dn:
+        for m in names:
+            io.sha256_file(tmp / "sim.parquet")
+            f = otr.fit_table(otr.read_sim(tmp / "sim.parquet"), cell, m, {}, 1, log=dn)
+            write_fit(f, tmp / f"fit_{m}.parquet")
+    out["fit jobs"] = CLOCK() - t0
     t0 = CLOCK()
+    for f in [tmp / "sim.parquet", *(tmp / f"fit_{m}.parquet" for m in names)]:
+        io.sha256_file(f)
     truth = otr.read_truth(tmp / "sim.parquet")
     fits = {m: otr.read_fit(tmp / f"fit_{m}.parquet") for m in names}
     ev = otr.evaluate(truth, fits)
@@ -125,6 +156,8 @@ def main():
     global CLOCK
     CLOCK = time.process_time if a.clock == "cpu" else time.perf_counter
     limit_threads(1)
+    if hasattr(fitting, "keep_freed_memory"):
+        fitting.keep_freed_memory()  # as every OTR workflow job does
     designs = a.designs.split(",")
     names = list(methods.OTR_METHODS)
     df = otr_designs.simulate_replicate("d1", 25, 25, np.random.default_rng(1))
@@ -133,7 +166,7 @@ def main():
     start = job_start_seconds()
     print(f"clock: {a.clock}; baseline: statsmodels MixedLM REML (Q-ri model) at (25, 25): {1e3 * base0:.1f} ms; "
           f"job start + imports: {start:.2f} s; load average {os.getloadavg()[0]:.1f}\n")
-    cols = ["simulate", "read+tables", "estimators", "fit stage", "evaluate"]
+    cols = ["simulate", "read+tables", "estimators", "fit jobs", "evaluate"]
     print(f"{'cell':<15}" + "".join(f"{c:>13}" for c in cols) + f"{'path/rep':>10}{'x MixedLM':>10}")
     total_cpu = 0.0
     per_cell = {}
@@ -142,7 +175,7 @@ def main():
             for J, n in otr_designs.SIZES:
                 cell = otr_designs.cell_name(design, J, n)
                 t = time_cell(cell, a.reps, Path(d), names)
-                path = t["simulate"] + t["fit stage"] + t["evaluate"] + len(names) * t["read+tables"]
+                path = t["simulate"] + t["fit jobs"] + t["evaluate"]
                 per_cell[cell] = (t, path)
                 total_cpu += PAPER_REPS * path
                 print(f"{cell:<15}" + "".join(f"{t[c]:>13.3f}" for c in cols) + f"{path:>10.3f}"
@@ -154,8 +187,9 @@ def main():
     cpu = total_cpu * scale + n_jobs * start
     wall = cpu / a.cores
     print("\nseconds per replicate; 'estimators' = the 14 fits + predictions alone (target at (150, 150): "
-          "< 0.25 s); 'fit stage' adds the replicate tables and fit tables; 'path/rep' = simulate + fit "
-          "stage + evaluate + each fit job's read")
+          "< 0.25 s); 'read+tables' = reading a chunk into replicate tables (once); 'fit jobs' = the 14 fit "
+          "jobs' work (each: read, sha256, replicate tables, fits, fit table, write); 'path/rep' = "
+          "simulate + fit jobs + evaluate (with its reads and sha256s)")
     for cell, (t, _) in per_cell.items():
         if cell.endswith("J150_n150"):
             print(f"  {cell}: all 14 estimators {t['estimators']:.3f} s per replicate "

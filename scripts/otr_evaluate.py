@@ -3,9 +3,10 @@ congruence): one metrics file per chunk."""
 from clusterhte import smk
 from clusterhte.stages import otr
 from clusterhte import io
-from clusterhte.stages.fitting import chunk_provenance, limit_threads
+from clusterhte.stages.fitting import chunk_provenance, keep_freed_memory, limit_threads
 
 limit_threads(snakemake.threads)
+keep_freed_memory()
 
 with smk.logged(snakemake):
     p = snakemake.params

@@ -97,3 +97,31 @@ def test_rowwise_rank_equals_scipy_with_ties():
     A = np.round(rng.normal(size=(6, 50)), 1)
     A[2] = 1.0
     np.testing.assert_array_equal(om._rowwise_rank(A), stats.rankdata(A, axis=-1))
+
+
+def test_congruence_counts_equal_the_direct_sums():
+    """The one-product congruence counts are the exact integers of the two direct sums, also
+    with a failed method's -1 decisions, so the congruences are the same float64 values."""
+    rng = np.random.default_rng(8)
+    D = (rng.random((5, 6, 999)) > 0.4).astype(float)
+    D[2, 3] = -1.0
+    ref = np.einsum("rin,rjn->rij", D, D) + np.einsum("rin,rjn->rij", 1 - D, 1 - D)
+    got = om.congruence_counts(D)
+    assert got.dtype == np.float64 and got.tobytes() == ref.tobytes()
+    assert np.array_equal(got / 999, ref / 999)
+    for r in range(5):  # and the per-replicate matrix of congruence_matrix
+        ok = [i for i in range(6) if not (r == 2 and i == 3)]
+        assert np.array_equal(got[r][np.ix_(ok, ok)] / 999, om.congruence_matrix(D[r][ok].T))
+
+
+def test_compiled_ranks_equal_the_numpy_ranks_bit_for_bit():
+    from scipy import stats
+
+    rng = np.random.default_rng(12)
+    for shape in ((1, 1), (3, 7), (20, 500)):
+        for A in (rng.normal(size=shape), rng.integers(0, 4, shape).astype(float),
+                  np.round(rng.normal(size=shape), 1)):
+            got, ref = om._rowwise_rank(A), om._rowwise_rank_numpy(A)
+            assert got.tobytes() == ref.tobytes()
+            np.testing.assert_array_equal(got, stats.rankdata(A, axis=-1))
+    assert om._rowwise_rank(np.empty((0, 5))).shape == (0, 5)

@@ -241,3 +241,20 @@ def test_aliased_covariate_dropped_like_r_lm(rep, method):
     bad = TrialData(f.assign(X3=f["X4"]), "multisite", rep.individual_covariates, (), rep.moderators).validate()
     with pytest.raises(MethodError, match="aliased"):
         methods.make(method, random_state=1).fit(bad)
+
+
+def test_clear_full_rank_shortcut_agrees_with_the_pivoted_qr():
+    """The mixed models skip the pivoted QR only when D'D shows a clearly full-rank design; then
+    the QR's rank test passes too. Collinear or nearly collinear designs go to the QR."""
+    from clusterhte.methods.qlearning import _clearly_full_rank, _pivoted_qr
+
+    rng = np.random.default_rng(5)
+    for n, p in ((50, 3), (625, 12), (5000, 12)):
+        D = np.column_stack([np.ones(n), rng.standard_normal((n, p - 1))])
+        assert _clearly_full_rank(D) and _pivoted_qr(D)[3] == p
+        exact = np.column_stack([D, D[:, 1] - 2 * D[:, 2]])
+        assert not _clearly_full_rank(exact) and _pivoted_qr(exact)[3] == p
+        near = np.column_stack([D, D[:, 1] + 1e-9 * rng.standard_normal(n)])
+        assert not _clearly_full_rank(near)
+    assert not _clearly_full_rank(rng.standard_normal((3, 5)))
+    assert not _clearly_full_rank(np.empty((4, 0)))

@@ -45,5 +45,5 @@ def test_otr_scripts_limit_threads():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "scripts"
-    for name in ("sim_fit.py", "otr_simulate.py", "otr_evaluate.py"):
+    for name in ("sim_fit.py", "otr_fit.py", "otr_simulate.py", "otr_evaluate.py"):
         assert "limit_threads(snakemake.threads)" in (root / name).read_text(), name

@@ -55,3 +55,30 @@ def test_multisite_one_arm_cluster():
 def test_moderator_must_be_covariate():
     with pytest.raises(TrialDataError, match="moderator"):
         mk(base_crt(), moderators=["z"])
+
+
+def test_covariate_matrix_equals_the_pandas_selection():
+    """X() gives the values, dtype and memory layout of ``frame[cols].to_numpy(dtype=float)``
+    (the estimators' floating-point results depend on the layout), for mixed column dtypes,
+    any column order and subsets, and is a fresh writeable array."""
+    rng = np.random.default_rng(3)
+    n = 40
+    f = pd.DataFrame({"site": np.repeat(["a", "b", "c", "d"], 10), "arm": np.tile([0, 1], 20),
+                      "y": rng.normal(size=n), "x1": rng.normal(size=n), "k": rng.integers(0, 5, n),
+                      "flag": rng.random(n) > 0.5, "x2": rng.normal(size=n).astype(np.float32)})
+    td = make_trial(f, "multisite", outcome="y", treatment="arm", cluster="site",
+                    individual_covariates=["x1", "k", "flag", "x2"])
+    for cols in (None, ["x2", "x1"], ["k"], ["flag", "x1", "k"]):
+        ref = td.frame[list(td.covariates if cols is None else cols)].to_numpy(dtype=float, copy=True)
+        got = td.X(cols)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        assert got.tobytes(order="A") == ref.tobytes(order="A")
+        assert got.flags["F_CONTIGUOUS"] == ref.flags["F_CONTIGUOUS"]
+        assert got.flags["C_CONTIGUOUS"] == ref.flags["C_CONTIGUOUS"]
+        assert got.flags["WRITEABLE"]
+    assert td.X([]).shape == (n, 0)
+    x = td.X()
+    x[:] = 0.0
+    assert not np.all(td.X() == 0.0)  # a copy, never a view of the table
+    with pytest.raises(KeyError):
+        td.X(["nope"])

@@ -152,13 +152,15 @@ def atomic_path(path: str | os.PathLike):
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike, *, prov: dict | None = None,
-                  metadata: dict[str, str] | None = None, csv: bool = False) -> Path:
+                  metadata: dict[str, str] | None = None, csv: bool = False,
+                  parquet: dict | None = None) -> Path:
     """Write ``df`` atomically with provenance (and optional extra key-value metadata).
 
     With ``csv=True`` a CSV copy for people is written next to it (same stem), also atomically.
+    ``parquet``: options for ``pyarrow.parquet.write_table`` (see :func:`write_table`).
     """
     path = write_table(pa.Table.from_pandas(df, preserve_index=False), path, prov=prov,
-                       metadata=metadata)
+                       metadata=metadata, parquet=parquet)
     if csv:
         with atomic_path(path.with_suffix(".csv")) as tmp:
             df.to_csv(tmp, index=False)
@@ -166,8 +168,13 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike, *, prov: dict | Non
 
 
 def write_table(table: pa.Table, path: str | os.PathLike, *, prov: dict | None = None,
-                metadata: dict[str, str] | None = None) -> Path:
-    """:func:`write_parquet` for a pyarrow Table (no pandas round trip): atomic, with provenance."""
+                metadata: dict[str, str] | None = None, parquet: dict | None = None) -> Path:
+    """:func:`write_parquet` for a pyarrow Table (no pandas round trip): atomic, with provenance.
+
+    ``parquet``: options for ``pyarrow.parquet.write_table`` that change only how the values are
+    stored (``compression``, ``use_dictionary``, ``column_encoding``, ...), never the values or
+    their types; default: pyarrow's (snappy, dictionary tried on every column).
+    """
     meta = dict(table.schema.metadata or {})
     if prov is not None:
         meta[PROVENANCE_KEY.encode()] = canonical_json(prov).encode()
@@ -176,7 +183,7 @@ def write_table(table: pa.Table, path: str | os.PathLike, *, prov: dict | None =
     table = table.replace_schema_metadata(meta)
     path = Path(path)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **(parquet or {}))
     return path
 
 

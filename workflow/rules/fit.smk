@@ -23,7 +23,7 @@ if "otr" in config:
         log:
             "results/logs/otr_fit/{method}/{design}.log",
         script:
-            "../../scripts/sim_fit.py"
+            "../../scripts/otr_fit.py"
 
 
 if "crt" in config:

@@ -91,7 +91,15 @@ class TrialData:
         cols = list(self.covariates if columns is None else columns)
         if not cols:
             return np.empty((self.n, 0))
-        return self.frame[cols].to_numpy(dtype=float, copy=True)
+        # Column by column into one (k, n) block, returned transposed: the same values and the
+        # same (Fortran) layout as ``frame[cols].to_numpy(dtype=float, copy=True)``, without the
+        # label index pandas builds for a multi-column selection (~0.8 ms a call, 5x this; the
+        # estimators call X() several times per fit).
+        f = self.frame
+        out = np.empty((len(cols), len(f)))
+        for j, c in enumerate(cols):
+            out[j] = f[c].to_numpy(dtype=float)
+        return out.T
 
     def with_treatment(self, value: int | np.ndarray) -> "TrialData":
         """Copy with the treatment column set to ``value`` (for counterfactual predictions)."""

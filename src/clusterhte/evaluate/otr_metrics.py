@@ -74,6 +74,27 @@ def congruence_matrix(decisions: np.ndarray) -> np.ndarray:
     return (agree1 + agree0) / d.shape[0]
 
 
+def congruence_counts(D: np.ndarray) -> np.ndarray:
+    """(R, m, m) number of rows on which methods i and j make the same decision, per replicate:
+    ``sum_n d_i d_j + (1 - d_i)(1 - d_j)`` for ``D`` (R, m, n) of small integers (0/1, -1 for a
+    failed method).
+
+    One matrix product per replicate: ``n - s_i - s_j + 2 (D D')_ij`` with ``s`` the row sums,
+    the product in float32, which holds every partial sum exactly (integers below 2**24), so the
+    counts are the exact integers of the direct float64 sums (and ``counts / n`` the same
+    float64 values). Other inputs go through the direct sums.
+    """
+    D = np.asarray(D)
+    R, m, n = D.shape
+    if n >= 1 << 24 or (D.size and np.abs(D).max() > 1):
+        Df = D.astype(float)
+        return np.einsum("rin,rjn->rij", Df, Df) + np.einsum("rin,rjn->rij", 1 - Df, 1 - Df)
+    D32 = np.ascontiguousarray(D, dtype=np.float32)
+    both = np.matmul(D32, D32.transpose(0, 2, 1)).astype(np.float64)   # sum d_i d_j
+    s = D32.sum(axis=2, dtype=np.float64)                               # sum d_i (exact)
+    return n - s[:, :, None] - s[:, None, :] + 2.0 * both
+
+
 def _grid(rep: np.ndarray, row: np.ndarray):
     """(reps, n) when (rep, row) is the full grid reps x 0..n-1 in lexicographic order, else None."""
     if rep.size == 0:
@@ -97,9 +118,50 @@ def _lex_order(rep: np.ndarray, row: np.ndarray):
     return np.lexsort((row, rep))
 
 
+def _ranks_kernel():
+    """The compiled tie-group pass of :func:`_rowwise_rank` (built on first use)."""
+    global _RANKS_KERNEL
+    if _RANKS_KERNEL is None:
+        import numba
+
+        @numba.njit(cache=True)
+        def ranks(A, o):  # pragma: no cover - numba
+            R, n = A.shape
+            out = np.empty((R, n))
+            for r in range(R):
+                start = 0
+                while start < n:
+                    v = A[r, o[r, start]]
+                    end = start + 1
+                    while end < n and A[r, o[r, end]] == v:
+                        end += 1
+                    avg = float(start) + (end - start - 1) / 2.0 + 1.0
+                    for i in range(start, end):
+                        out[r, o[r, i]] = avg
+                    start = end
+            return out
+
+        _RANKS_KERNEL = ranks
+    return _RANKS_KERNEL
+
+
+_RANKS_KERNEL = None
+
+
 def _rowwise_rank(A: np.ndarray) -> np.ndarray:
     """Average ranks (1-based, ties averaged) along the last axis of a 2-d array
-    (``scipy.stats.rankdata(A, axis=-1)``, with an unstable sort and vectorised tie groups)."""
+    (``scipy.stats.rankdata(A, axis=-1)``): one unstable sort per row, then one compiled pass
+    over each row's sorted order that gives every tie group its average position (the same
+    float64 values as :func:`_rowwise_rank_numpy`, the vectorised numpy form)."""
+    A = np.ascontiguousarray(A, dtype=float)
+    if A.size == 0:
+        return np.empty(A.shape)
+    o = np.argsort(A, axis=1)
+    return _ranks_kernel()(A, o)
+
+
+def _rowwise_rank_numpy(A: np.ndarray) -> np.ndarray:
+    """:func:`_rowwise_rank` with vectorised numpy tie groups (the reference of its test)."""
     A = np.asarray(A, dtype=float)
     R, n = A.shape
     o = np.argsort(A, axis=1)
@@ -228,9 +290,8 @@ def evaluate_methods(fits: dict[str, pd.DataFrame], sim: pd.DataFrame, rank: str
         if ok.any():
             for k, v in metrics_arrays(np.where(ok[:, None], score, 0.0), delta, rank, rd).items():
                 add(m, k, v, ok)
-    D = np.stack([arr[m][1] for m in methods], axis=1)          # (R, m, n)
     OK = np.stack([~arr[m][2] for m in methods], axis=1)        # (R, m)
-    agree = (np.einsum("rin,rjn->rij", D, D) + np.einsum("rin,rjn->rij", 1 - D, 1 - D)) / n
+    agree = congruence_counts(np.stack([arr[m][1] for m in methods], axis=1)) / n
     for i, a in enumerate(methods):
         for j, b in enumerate(methods):
             keep = OK[:, i] & OK[:, j]

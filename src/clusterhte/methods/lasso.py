@@ -67,15 +67,17 @@ def _coordinate(u, xv_k, vp_k, lam):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, inline="always")
-def _apply_step(g, G, k, d, xv_k, rsq, dlx):  # pragma: no cover - numba
-    """Move coefficient ``k`` by ``d``: update the gradient ``g`` in place and return glmnet's
-    running R^2 and largest weighted squared change of the pass."""
+def _apply_step(g, Gt, k, d, xv_k, rsq, dlx):  # pragma: no cover - numba
+    """Move coefficient ``k`` by ``d``: update the gradient ``g`` in place (``g_j -= G[j, k] d``,
+    read from row k of ``Gt = G.T``, which is contiguous) and return glmnet's running R^2 and
+    largest weighted squared change of the pass."""
     rsq += d * (2.0 * g[k] - d * xv_k)
     dd = xv_k * d * d
     if dd > dlx:
         dlx = dd
+    Gk = Gt[k]
     for j in range(g.shape[0]):
-        g[j] -= G[j, k] * d
+        g[j] -= Gk[j] * d
     return rsq, dlx
 
 
@@ -91,6 +93,13 @@ def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no c
     n_passes < 0 signals that ``max_iter`` passes were exceeded.
     """
     p = G.shape[0]
+    # the column G[:, k] of every update, as a contiguous row: the same numbers (a copy of the
+    # transpose, not the symmetric G itself, whose two triangles may differ in the last bit), so
+    # the same iterates, with the inner loop running over adjacent memory
+    Gt = np.empty((p, p))
+    for i in range(p):
+        for j in range(p):
+            Gt[i, j] = G[j, i]
     nlam = lams.shape[0]
     B = np.zeros((nlam, p))
     rsq_out = np.zeros(nlam)
@@ -122,7 +131,7 @@ def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no c
                     mm[k] = 1
                     ia[nin] = k
                     nin += 1
-                rsq, dlx = _apply_step(g, G, k, nb - ak, xv[k], rsq, dlx)
+                rsq, dlx = _apply_step(g, Gt, k, nb - ak, xv[k], rsq, dlx)
             if dlx < tol:
                 break
             if npass > max_iter:
@@ -138,7 +147,7 @@ def _cd_path(G, c, xv, vp, ju, lams, tol, max_iter, early_stop):  # pragma: no c
                     b[k] = nb
                     if nb == ak:
                         continue
-                    rsq, dlx = _apply_step(g, G, k, nb - ak, xv[k], rsq, dlx)
+                    rsq, dlx = _apply_step(g, Gt, k, nb - ak, xv[k], rsq, dlx)
                 if dlx < tol:
                     break
                 if npass > max_iter:
@@ -390,7 +399,8 @@ def _fold_moments(X, y, w, fcode, K, dummies) -> list[_Moments]:
     (codes < 0: all zero). Their moments come from per-(fold, code) sums, so the cost is
     O(n (p + 1)) rather than O(n (p + q)^2).
     """
-    order = np.argsort(fcode, kind="stable")
+    # rows grouped by fold, in their order within each fold (a stable counting sort)
+    order = np.concatenate([np.flatnonzero(fcode == k) for k in range(K)])
     A = np.column_stack([X, y])[order]
     ws = w[order]
     bounds = np.r_[0, np.cumsum(np.bincount(fcode, minlength=K))]
@@ -427,6 +437,17 @@ def _fold_moments(X, y, w, fcode, K, dummies) -> list[_Moments]:
     return out
 
 
+def _fold_codes(foldid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(foldid, return_inverse=True)``; small non-negative integer labels (the usual
+    1..K) without sorting the rows."""
+    if foldid.dtype.kind in "iu" and foldid.size and foldid.min() >= 0 and foldid.max() < 4 * foldid.size + 64:
+        present = np.bincount(foldid) > 0
+        folds = np.flatnonzero(present).astype(foldid.dtype)
+        code = np.cumsum(present) - 1
+        return folds, code[foldid]
+    return np.unique(foldid, return_inverse=True)
+
+
 def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, lambdas=None,
              nlambda: int = 100, lambda_min_ratio: float | None = None, standardize: bool = True,
              tol: float = 1e-7, max_iter: int = 100_000, dummies=None) -> CVLasso:
@@ -451,7 +472,7 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, foldid=None, offset=None, 
     foldid = np.asarray(foldid).ravel()
     if foldid.shape[0] != n:
         raise MethodError(f"lasso: foldid has {foldid.shape[0]} rows, X has {n}")
-    folds, fcode = np.unique(foldid, return_inverse=True)
+    folds, fcode = _fold_codes(foldid)
     K = folds.size
     if K < 3:
         raise MethodError(f"lasso: need at least 3 folds, got {K}")

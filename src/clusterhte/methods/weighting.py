@@ -89,9 +89,10 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def propensity(train: TrialData, by_cluster: bool) -> np.ndarray:
+def propensity(train: TrialData, by_cluster: bool, clusters: tuple | None = None) -> np.ndarray:
     """Estimated P(T = 1) per row: the cluster's treated share, or the overall share.
 
+    ``clusters``: ``pd.factorize(train.frame["cluster"], sort=True)`` when the caller has it.
     Raises MethodError naming the clusters (or the table) whose share is 0 or 1.
     """
     t = train.treatment
@@ -101,7 +102,7 @@ def propensity(train: TrialData, by_cluster: bool) -> np.ndarray:
             raise MethodError(f"{train.name}: the overall treated share is {share:g}; the weighting "
                               "estimators need both arms")
         return np.full(train.n, share)
-    codes, labels = pd.factorize(train.frame["cluster"], sort=True)
+    codes, labels = pd.factorize(train.frame["cluster"], sort=True) if clusters is None else clusters
     J = len(labels)
     share = np.bincount(codes, weights=t, minlength=J) / np.bincount(codes, minlength=J)
     bad = np.flatnonzero((share <= 0.0) | (share >= 1.0))
@@ -187,11 +188,16 @@ class _Weighting(Estimator):
             mod_pen = np.isin(np.asarray(moderators, dtype=object), list(pm)).astype(float)
         return np.concatenate([[0.0], mod_pen, np.ones(n_dummies)])
 
-    def _offset(self, train: TrialData) -> np.ndarray:
+    def _offset(self, train: TrialData, codes: np.ndarray | None = None, y: np.ndarray | None = None) -> np.ndarray:
+        """The augmentation B (``codes``, ``y``: the training cluster codes and outcome, when the
+        caller has them)."""
         if self._augment is None:
             return np.zeros(train.n)
-        codes = train.cluster_codes if self._augment == "covariates+cluster" else None
-        return ols_fitted(train.X(), train.outcome, codes)
+        if self._augment != "covariates+cluster":
+            codes = None
+        elif codes is None:
+            codes = train.cluster_codes
+        return ols_fitted(train.X(), train.outcome if y is None else y, codes)
 
     def _moderator_matrix(self, data: TrialData) -> np.ndarray:
         missing = [m for m in self.moderators_ if m not in data.frame.columns]
@@ -234,10 +240,11 @@ class _Weighting(Estimator):
         self.reference_cluster_ = _plain(labels[0])
         self.dummy_clusters_ = [_plain(c) for c in labels[1:]]
 
-        pi = propensity(train, self._cluster_propensity)
+        pi = propensity(train, self._cluster_propensity, (codes, labels))
         t = train.treatment
+        y = train.outcome
         w = np.where(t == 1, 1.0 / pi, 1.0 / (1.0 - pi))
-        offset = self._offset(train)
+        offset = self._offset(train, codes, y)
         sign = 2.0 * t - 1.0
         xt = sign[:, None] * np.column_stack([np.ones(train.n), self._moderator_matrix(train)])
         n_dum = len(self.dummy_clusters_) if self._site_moderators else 0
@@ -248,15 +255,15 @@ class _Weighting(Estimator):
 
         foldid = getattr(self, "_foldid", None)
         if foldid is not None:
-            cv = cv_lasso(xt, train.outcome, w, pf, foldid, offset=offset, nlambda=self.nlambda,
+            cv = cv_lasso(xt, y, w, pf, foldid, offset=offset, nlambda=self.nlambda,
                           lambda_min_ratio=self.lambda_min_ratio, dummies=dummies)
             k = 1
         else:
             rng = np.random.default_rng(self.random_state)
-            base = np.resize(np.arange(1, self.nfolds + 1), train.n)
+            base = np.arange(train.n) % self.nfolds + 1   # R: rep(1:nfolds, length = n)
             for k in range(1, self.max_refits + 1):
                 foldid = rng.permutation(base)
-                cv = cv_lasso(xt, train.outcome, w, pf, foldid, offset=offset, nlambda=self.nlambda,
+                cv = cv_lasso(xt, y, w, pf, foldid, offset=offset, nlambda=self.nlambda,
                               lambda_min_ratio=self.lambda_min_ratio, dummies=dummies)
                 if np.any(cv.coef_min[1:] != 0):
                     break

@@ -134,11 +134,7 @@ def _frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
     return f
 
 
-def simulate_chunk(design: str, J: int, n: int, reps, root_seed: int, study: str = "otr") -> pd.DataFrame:
-    """Replicates ``reps`` of one cell; replicate r always gets the stream (study, cell, r).
-
-    The replicates' columns are concatenated as arrays and framed once (no per-replicate frames).
-    """
+def _chunk_parts(design: str, J: int, n: int, reps, root_seed: int, study: str) -> list[dict]:
     d = get_design(design)
     if J < 2 or n < 2:
         raise ValueError(f"need J >= 2 clusters and n >= 2 per cluster, got J={J}, n={n}")
@@ -149,7 +145,34 @@ def simulate_chunk(design: str, J: int, n: int, reps, root_seed: int, study: str
         parts.append({"rep": np.full(a["row"].size, int(r), dtype=np.int64), **a})
     if not parts:
         raise ValueError("simulate_chunk: no replicates requested")
+    return parts
+
+
+def simulate_chunk(design: str, J: int, n: int, reps, root_seed: int, study: str = "otr") -> pd.DataFrame:
+    """Replicates ``reps`` of one cell; replicate r always gets the stream (study, cell, r).
+
+    The replicates' columns are concatenated as arrays and framed once (no per-replicate frames).
+    """
+    parts = _chunk_parts(design, J, n, reps, root_seed, study)
     return _frame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
+def simulate_chunk_table(design: str, J: int, n: int, reps, root_seed: int, study: str = "otr"):
+    """:func:`simulate_chunk` as a pyarrow Table (what the simulate jobs write): the same columns,
+    values and types (``split`` a large string), built from the arrays without a pandas frame
+    (the string column alone cost a third of a (150, 150) chunk's simulation)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = _chunk_parts(design, J, n, reps, root_seed, study)
+    cols = {}
+    for k in parts[0]:
+        if k == "split":
+            code = np.concatenate([(p["split"] == "test").astype(np.int8) for p in parts])
+            cols[k] = pc.take(pa.array(["train", "test"], type=pa.large_string()), pa.array(code))
+        else:
+            cols[k] = np.concatenate([p[k] for p in parts])
+    return pa.table(cols)
 
 
 def trial_from_replicate(df: pd.DataFrame, split: str) -> TrialData:

@@ -7,9 +7,11 @@ imports) is paid 4 + 14 x 4 + 4 times instead of once per chunk (2,240 fit jobs 
 16 + 224 + 16). Chunk files (``results/{sim,fits,metrics}/otr/{cell}/chunk{k}.parquet``) keep their
 contract; a method's hyperparameters still reach only its own fit jobs.
 
-The fit jobs build their fit tables in Arrow (:func:`fit_table`), with per-replicate constants
-expanded by ``np.repeat`` and no pandas frame per chunk; the evaluation reads only the numeric
-columns it uses (:func:`read_fit`).
+The fit jobs build *compact* fit tables in Arrow (:func:`fit_table`): one row per test unit with
+``rep, row, cate, decision`` and the per-replicate constants (split, seconds, failed, error, ATE)
+once per replicate in the Parquet metadata, written without a codec (:data:`FIT_PARQUET`);
+:func:`read_fit_table` expands one to the full fit table. The evaluation reads only the columns it
+uses (:func:`read_fit`). Simulated chunks are stored with :data:`SIM_PARQUET`.
 
 The fit path reads only the columns a fit needs, with pyarrow, and builds the per-replicate
 :class:`TrialData` from numpy slices without the per-table pandas validation: the simulator's
@@ -29,17 +31,35 @@ import pandas as pd
 
 from clusterhte.data.trial import TrialData, TrialDataError
 from clusterhte.simulate import otr_designs
-from clusterhte.stages.fitting import chunk_reps, fit_replicates_arrow
+from clusterhte.stages.fitting import (COMPACT_PARQUET, chunk_reps, expand_fit_table,
+                                       fit_replicates_arrow, replicate_constants)
 
 # clusterhte.evaluate.otr_metrics (scipy.stats: ~0.6 s of imports) is imported where it is used,
 # so the simulate and fit jobs do not pay for it.
 
 FIT_INPUT_COLUMNS = ["rep", "split", "row", "cluster", "treatment", "outcome", *otr_designs.COVARIATES]
 
+# How the simulated chunks are stored (values and types unchanged): dictionary encoding only for
+# the columns that repeat a few values (per replicate, cluster or arm), plain values for the
+# random floats, no codec (random floats do not compress). Writing a (150, 150) chunk costs a third
+# of pyarrow's default (snappy, dictionary tried on every column), reading its fit columns 40 % less.
+# One row group per chunk, so that each column is read as one buffer and handed over without a copy.
+SIM_PARQUET = {"compression": "none",
+               "use_dictionary": ["rep", "split", "cluster", "treatment", "trt_prob", "R", "U1", "redraws"],
+               "column_encoding": {"row": "DELTA_BINARY_PACKED"}, "row_group_size": 1 << 26}
+# the fit tables: compact (stages.fitting.fit_replicates_arrow), stored as COMPACT_PARQUET says
+FIT_PARQUET = COMPACT_PARQUET
+
 
 def simulate(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int) -> pd.DataFrame:
     design, J, n = otr_designs.parse_cell(cell)
     return otr_designs.simulate_chunk(design, J, n, chunk_reps(replicates, reps_per_chunk, k), seed)
+
+
+def simulate_table(cell: str, k: int, replicates: int, reps_per_chunk: int, seed: int):
+    """:func:`simulate` as a pyarrow Table (what the simulate jobs write, with :data:`SIM_PARQUET`)."""
+    design, J, n = otr_designs.parse_cell(cell)
+    return otr_designs.simulate_chunk_table(design, J, n, chunk_reps(replicates, reps_per_chunk, k), seed)
 
 
 def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -52,15 +72,23 @@ def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.nda
     io._check_parquet(Path(path))
     cols = list(columns or FIT_INPUT_COLUMNS)
     # split as a dictionary column: its codes are compared, no string per row is materialised
-    tb = pq.read_table(path, columns=cols, use_threads=False,
-                       read_dictionary=["split"] if "split" in cols else None)
+    # ParquetFile.read: one Arrow chunk per row group (read_table cuts batches of 128 Ki rows),
+    # so a chunk written with SIM_PARQUET comes back as one buffer per column
+    tb = pq.ParquetFile(path, read_dictionary=["split"] if "split" in cols else None).read(
+        columns=cols, use_threads=False)
     out = {}
     for c in cols:
         if c == "split":
             out["is_test"] = _is_test(tb.column("split"))
         else:
-            out[c] = tb.column(c).to_numpy()
+            out[c] = _numpy(tb.column(c))
     return out
+
+
+def _numpy(col) -> np.ndarray:
+    """A pyarrow column as numpy; a one-chunk column (one row group) is handed over without a
+    copy (read-only)."""
+    return col.chunk(0).to_numpy(zero_copy_only=False) if col.num_chunks == 1 else col.to_numpy()
 
 
 read_sim = read_sim_columns
@@ -92,7 +120,7 @@ def read_truth(path) -> pd.DataFrame:
     tb = pq.read_table(path, columns=["rep", "row", "delta"], filters=[("split", "==", "test")],
                        use_threads=False)
     out = pd.DataFrame({c: tb.column(c).to_numpy() for c in ("rep", "row", "delta")})
-    out.insert(1, "split", pd.Categorical(np.full(len(out), "test")))
+    out.insert(1, "split", pd.Categorical.from_codes(np.zeros(len(out), dtype=np.int8), categories=["test"]))
     return out
 
 
@@ -100,15 +128,37 @@ FIT_EVAL_COLUMNS = ["rep", "row", "cate", "decision", "failed", "seconds"]
 
 
 def read_fit(path) -> pd.DataFrame:
-    """The columns of a fit chunk the evaluation uses (numeric only: read with pyarrow into
-    numpy, no pandas conversion of the string columns)."""
+    """The columns of a fit chunk the evaluation uses (:data:`FIT_EVAL_COLUMNS`; read with pyarrow
+    into numpy). Compact fit tables (:func:`fit_table`) have ``failed`` and ``seconds`` once per
+    replicate in their metadata; they are repeated over the replicate's rows here."""
     import pyarrow.parquet as pq
 
     from clusterhte import io
 
     io._check_parquet(Path(path))
-    tb = pq.read_table(path, columns=FIT_EVAL_COLUMNS, use_threads=False)
-    return pd.DataFrame({c: tb.column(c).to_numpy() for c in FIT_EVAL_COLUMNS}, copy=False)
+    per_rep = replicate_constants(pq.read_schema(path).metadata)
+    if per_rep is None:  # a full fit table
+        tb = pq.read_table(path, columns=FIT_EVAL_COLUMNS, use_threads=False)
+        return pd.DataFrame({c: tb.column(c).to_numpy() for c in FIT_EVAL_COLUMNS}, copy=False)
+    tb = pq.ParquetFile(path).read(columns=["rep", "row", "cate", "decision"], use_threads=False)
+    ns = per_rep["n"].to_numpy()
+    if tb.num_rows != int(ns.sum()):
+        raise io.InputFileError(f"{path}: {tb.num_rows} rows, but its replicate metadata lists {int(ns.sum())}")
+    cols = {c: _numpy(tb.column(c)) for c in ("rep", "row", "cate", "decision")}
+    cols["failed"] = np.repeat(per_rep["failed"].to_numpy(), ns)
+    cols["seconds"] = np.repeat(per_rep["seconds"].to_numpy(), ns)
+    return pd.DataFrame({c: cols[c] for c in FIT_EVAL_COLUMNS}, copy=False)
+
+
+def read_fit_table(path) -> pd.DataFrame:
+    """A fit chunk as the full fit table (``stages.fitting.FIT_COLUMNS``, one row per test unit
+    with the per-replicate constants repeated), for people and audits."""
+    import pyarrow.parquet as pq
+
+    from clusterhte import io
+
+    io._check_parquet(Path(path))
+    return expand_fit_table(pq.read_table(path, use_threads=False))
 
 
 def _as_arrays(sim) -> dict[str, np.ndarray]:
@@ -125,18 +175,27 @@ def _as_arrays(sim) -> dict[str, np.ndarray]:
 def check_chunk(a: dict[str, np.ndarray], name: str = "simulated chunk") -> None:
     """Vectorised form of ``TrialData.validate`` for a whole simulated chunk."""
     for c in ["outcome", "treatment", *otr_designs.COVARIATES]:
-        bad = ~np.isfinite(a[c].astype(float))
+        bad = ~np.isfinite(a[c].astype(float, copy=False))
         if bad.any():
             raise TrialDataError(f"{name}: column '{c}' has missing or infinite values at rows "
                                  f"{np.flatnonzero(bad)[:8].tolist()}")
-    t = a["treatment"].astype(float)
+    t = a["treatment"].astype(float, copy=False)
     bad = (t != 0) & (t != 1)
     if bad.any():
         raise TrialDataError(f"{name}: column 'treatment' must be 0/1 at rows {np.flatnonzero(bad)[:8].tolist()}")
     tr = ~a["is_test"]
-    rep_codes, _ = pd.factorize(a["rep"][tr])
-    cl_codes, cl_labels = pd.factorize(a["cluster"][tr])
-    key = rep_codes.astype(np.int64) * len(cl_labels) + cl_codes
+    rep, cl = a["rep"][tr], a["cluster"][tr]
+    span = None
+    if rep.size and rep.dtype.kind in "iu" and cl.dtype.kind in "iu":
+        r0, c0 = int(rep.min()), int(cl.min())
+        span = (int(rep.max()) - r0 + 1, int(cl.max()) - c0 + 1)
+    if span is not None and span[0] * span[1] <= 4 * rep.size + 1024:
+        # compact integer labels (the simulator's): (rep, cluster) keys by arithmetic, no hashing
+        key = (rep - r0).astype(np.int64) * span[1] + (cl - c0)
+    else:
+        rep_codes, _ = pd.factorize(rep)
+        cl_codes, cl_labels = pd.factorize(cl)
+        key = rep_codes.astype(np.int64) * len(cl_labels) + cl_codes
     n1 = np.bincount(key, weights=t[tr])
     nj = np.bincount(key)
     used = nj > 0
@@ -201,18 +260,22 @@ def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, d
 
 def fit_table(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
               threads: int = 1):
-    """Scores of ``method`` on the test split of every replicate of a chunk, as a pyarrow Table
-    (the fit table contract of :mod:`clusterhte.stages.fitting`; what the fit jobs write)."""
-    reps = iter_replicates(sim)
-    n = len(np.unique(_as_arrays(sim)["rep"]))
+    """Scores of ``method`` on the test split of every replicate of a chunk, as a compact pyarrow
+    Table (:func:`clusterhte.stages.fitting.fit_replicates_arrow`; what the fit jobs write, with
+    :data:`FIT_PARQUET`)."""
+    a = _as_arrays(sim)
+    reps = iter_replicates(a)
+    r = a["rep"]
+    # number of replicates (for the log): count the changes when sorted, as the chunks are written
+    n = int(np.count_nonzero(np.diff(r))) + 1 if r.size and np.all(r[1:] >= r[:-1]) else len(np.unique(r))
     return fit_replicates_arrow(reps, study="otr", cell=cell, method=method, params=params,
                                 root_seed=seed, log=log, total=n, threads=threads)
 
 
 def fit(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
         threads: int = 1) -> pd.DataFrame:
-    """:func:`fit_table` as a DataFrame."""
-    return fit_table(sim, cell, method, params, seed, log=log, threads=threads).to_pandas()
+    """:func:`fit_table` as the full fit table (a DataFrame with ``stages.fitting.FIT_COLUMNS``)."""
+    return expand_fit_table(fit_table(sim, cell, method, params, seed, log=log, threads=threads))
 
 
 def evaluate(sim: pd.DataFrame, fits: dict[str, pd.DataFrame], rank: str = "spearman") -> pd.DataFrame:
