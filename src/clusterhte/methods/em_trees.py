@@ -106,9 +106,9 @@ MEGB / GPBoost, shrunk -> hull): pointwise coverage on ``cluster20`` (a cluster-
 0.876 -> 0.899; small 0.917 -> 0.949 / 0.905 -> 0.936; linear 0.970 -> 0.973 / 0.975 -> 0.978;
 under the null, 0 inside 0.966 -> 0.971 / 0.972 -> 0.984 of the intervals. MERF (``--methods merf
 --scenarios linear,nonlinear,cluster20``): cluster20 0.891 -> 0.947, nonlinear 0.955 -> 0.966,
-linear 0.977 -> 0.981. Point estimates are unchanged. ``"shrunk"`` is the interval of the shrunk estimate alone. Either is a variance
-interval: a bias of the point estimate (the part of a nonlinear CATE the early-stopped trees miss)
-is not in it.
+linear 0.977 -> 0.981. Point estimates are unchanged. ``"shrunk"`` is the interval of the shrunk
+estimate alone. Either is a variance interval: a bias of the point estimate (the part of a
+nonlinear CATE the early-stopped trees miss) is not in it.
 MERF's refits grow ``bootstrap_trees`` trees per forest (default 100 against 300 in the full-data
 fit; a third of the cost). Their extra Monte Carlo noise is removed as in the causal forest's
 half-sample refits: each refit's effect forest is split into two halves, ``(tau_s1 - tau_s2)^2 / 4``
@@ -642,15 +642,33 @@ def unshrunk_fit(fit: RFit) -> RFit:
     return replace(fit, effect=fit.effect.unshrunk())
 
 
+def uses_hull(effect_interval: str, fit, boot) -> bool:
+    """Whether the hull interval applies: ``effect_interval="hull"``, an R-learner fit (the only
+    form with a shrinkage) and bootstrap refits to build intervals from."""
+    return effect_interval == "hull" and isinstance(fit, RFit) and bool(boot)
+
+
+def bootstrap_cate_result(cate: Callable[[object], np.ndarray], fit, boot: list, effect_interval: str,
+                          info: dict | None = None) -> CateResult:
+    """Point ``cate(fit)`` with cluster-bootstrap intervals from the refits ``boot``
+    (:func:`result_with_bootstrap`); with ``effect_interval="hull"`` the hull of that interval
+    and the unshrunk estimate's (:func:`hull_interval`)."""
+    res = result_with_bootstrap(cate(fit), [cate(b) for b in boot], info=info)
+    if not uses_hull(effect_interval, fit, boot):
+        return res
+    return hull_interval(res, result_with_bootstrap(cate(unshrunk_fit(fit)), [cate(unshrunk_fit(b)) for b in boot]))
+
+
 def hull_interval(shrunk: CateResult, unshrunk: CateResult) -> CateResult:
     """Point of ``shrunk``, interval = the hull of both intervals (``effect_interval="hull"``).
 
     The test shrinkage is a pretest estimator: when the calibration test cannot detect a
     heterogeneity that exists (few clusters, a cluster-level modifier), the shrunk estimate and
     every refit collapse to the ATE and the interval, centred there with the ATE's width, misses the
-    rows whose effect is far from the ATE. The draws and the ATE interval stay the shrunk ones. The interval of the unshrunk estimate does not depend on
-    the test, and the hull contains it, so its coverage is at least the unshrunk interval's; where
-    the test confirms the heterogeneity the two nearly coincide.
+    rows whose effect is far from the ATE. The interval of the unshrunk estimate does not depend
+    on the test, and the hull contains it, so its coverage is at least the unshrunk interval's;
+    where the test confirms the heterogeneity the two nearly coincide. The draws and the ATE
+    interval stay the shrunk ones.
     """
     info = dict(shrunk.info)
     info.update(interval="hull", shrunk_lower=shrunk.lower, shrunk_upper=shrunk.upper,
@@ -781,14 +799,8 @@ class _EMTrees(Estimator):
         return self._interval(point, test, info)
 
     def _interval(self, point: np.ndarray, test: TrialData, info: dict) -> CateResult:
-        res = result_with_bootstrap(point, [self._cate(m, test) for m in self.boot_], info=info)
-        if not self._hull():
-            return res
-        return hull_interval(res, result_with_bootstrap(
-            self._cate(unshrunk_fit(self.fit_), test), [self._cate(unshrunk_fit(m), test) for m in self.boot_]))
-
-    def _hull(self) -> bool:
-        return self.effect_interval == "hull" and isinstance(self.fit_, RFit) and bool(self.boot_)
+        return bootstrap_cate_result(lambda f: self._cate(f, test), self.fit_, self.boot_, self.effect_interval,
+                                     info=info)
 
 
 class MERF(_EMTrees):
@@ -829,7 +841,8 @@ class MERF(_EMTrees):
                  max_iter: int = 20, tol: float = 1e-3, project_cluster_constant: bool = True,
                  learner_form: str = "r", cv_folds: int = 5, outcome_passes: int = 1,
                  effect_min_samples_leaf: int = 40, effect_linear: bool = True, effect_shrinkage: str = "test",
-                 effect_interval: str = "hull", n_bootstrap: int = 50, bootstrap_trees: int = 100, n_threads: int = 1,
+                 effect_interval: str = "hull", n_bootstrap: int = 50, bootstrap_trees: int = 100,
+                 n_threads: int = 1,
                  random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
@@ -889,7 +902,7 @@ class MERF(_EMTrees):
                                                 np.column_stack([p[1] for p in pairs]), scale, info=inf)
 
         res = corrected(point, [m.effect for m in self.boot_], info)
-        if not self._hull():
+        if not uses_hull(self.effect_interval, self.fit_, self.boot_):
             return res
         return hull_interval(res, corrected(self.fit_.effect.unshrunk().predict(G),
                                             [m.effect.unshrunk() for m in self.boot_]))
@@ -936,12 +949,6 @@ class RandomForest:
         mf = self.max_features
         if mf is None:
             return p
-        if isinstance(mf, str):
-            if mf == "sqrt":
-                return max(1, int(np.sqrt(p)))
-            if mf == "log2":
-                return max(1, int(np.log2(p)))
-            raise ValueError(f"max_features must be a number, 'sqrt' or 'log2', got {mf!r}")
         if isinstance(mf, (int, np.integer)) and not isinstance(mf, bool):
             if not 1 <= mf <= p:
                 raise ValueError(f"max_features must be in [1, {p}], got {mf!r}")

@@ -73,10 +73,10 @@ import numpy as np
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.em_trees import (LinearStart, RFit, bootstrap_fits, calibrated_effect, check_crt,
-                                         check_effect_stage, check_nonnegative_int, check_positive,
-                                         crossfit_folds, features, hull_interval, linear_start_cv, r_learner,
-                                         report_aliased, result_with_bootstrap, seed_streams, unshrunk_fit)
+from clusterhte.methods.em_trees import (LinearStart, RFit, bootstrap_cate_result, bootstrap_fits,
+                                         calibrated_effect, check_crt, check_effect_stage, check_nonnegative_int,
+                                         check_positive, crossfit_folds, features, linear_start_cv, r_learner,
+                                         report_aliased, seed_streams)
 
 
 def _fold_pairs(folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -260,9 +260,5 @@ class GPBoost(Estimator):
             info = {"rounds": self.fit_.rounds, "sigma2_e": float(cp[0]), "sigma2_b": float(cp[1])}
         info["learner_form"] = self.learner_form
         info["dropped"] = self.dropped_
-        res = result_with_bootstrap(self._cate(self.fit_, test), [self._cate(f, test) for f in self.boot_],
-                                    info=info)
-        if self.effect_interval != "hull" or not isinstance(self.fit_, RFit) or not self.boot_:
-            return res
-        return hull_interval(res, result_with_bootstrap(
-            self._cate(unshrunk_fit(self.fit_), test), [self._cate(unshrunk_fit(f), test) for f in self.boot_]))
+        return bootstrap_cate_result(lambda f: self._cate(f, test), self.fit_, self.boot_, self.effect_interval,
+                                     info=info)
