@@ -291,9 +291,8 @@ def keep_freed_memory() -> bool:
 
     A simulation job allocates and frees the same large arrays (several MB each) once per
     replicate. glibc serves allocations above its mmap threshold with fresh ``mmap`` pages and
-    returns them on ``free``, so each
-    replicate pays the kernel to zero new pages (about 15 % of the OTR study's CPU was system
-    time). This raises glibc's mmap threshold to its maximum (32 MB) and its trim threshold to 1 GB
+    returns them on ``free``, so each replicate pays the kernel to zero new pages (about 15 % of
+    the OTR study's CPU was system time). This raises glibc's mmap threshold to its maximum (32 MB) and its trim threshold to 1 GB
     (``mallopt``; the process keeps at most its peak memory, as before), so freed blocks are
     reused: a (150, 150) fit job's page faults drop from ~2,000 to ~10 per replicate. Values and
     results are unchanged. Returns whether glibc was tuned (False elsewhere: nothing changed).
