@@ -21,6 +21,9 @@ REPORTS = (["tassh"] if HAVE_TASSH else []) + ["cct_synthetic", "example_crt"]
 # TASSH with one method of each interval kind (t, posterior draws, half-samples, bootstrap) keeps
 # the suite within its CI budget; `make run` analyses TASSH with all eleven
 TASSH_METHODS = ["lmm", "gamm", "ribart", "cf", "mermboost"]
+# CCT with the three Q forms the identity below compares and the four of the paper's benefit-by-grade
+# figure (q-dm, q-dm-rs, w-noaug, ws-augid); `make run` analyses CCT with all fourteen
+CCT_METHODS = ["q-base", "q-fe", "q-dm", "q-dm-ri", "q-dm-rs", "w-noaug", "ws-augid"]
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,7 @@ def finished(tmp_path_factory):
         cfg.pop("tassh")
     else:
         cfg["tassh"]["methods"] = TASSH_METHODS
+    cfg["cct"]["methods"] = CCT_METHODS
     cfg["shared_dir"] = str(SHARED)
     wd = workdir(tmp_path_factory.mktemp("reports"), cfg)
     r = snakemake(wd, *[f"results/reports/{name}.html" for name in REPORTS], timeout=1500)

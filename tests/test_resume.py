@@ -1,11 +1,12 @@
 """Kill and resume, and determinism, of the quick OTR workflow (on a reduced config).
 
-- SIGKILL to the whole `make run` process group while fit jobs run, then `make run` again (the
-  README's resume promise: the same command, nothing else): no truncated
-  Parquet file is ever left under a finished name, jobs finished before the kill are not rerun,
-  and the final tables equal those of an uninterrupted run.
-- Two runs from scratch write identical data in every Parquet file (provenance time and the
-  wall-clock ``seconds`` measurements aside).
+SIGKILL to the whole `make run` process group while fit jobs run, then `make run` again (the
+README's resume promise: the same command, nothing else):
+- no truncated Parquet file is ever left under a finished name;
+- jobs finished before the kill are not rerun;
+- every Parquet file holds the same data as in an uninterrupted run from scratch (provenance time
+  and the wall-clock ``seconds`` measurements aside). Each job of the killed run also ran from
+  scratch, so this is also the check that two runs write identical data.
 """
 
 import os
@@ -65,16 +66,6 @@ def reference(tmp_path_factory):
     return wd
 
 
-def test_determinism(reference, tmp_path):
-    wd = workdir(tmp_path, CFG)
-    r = snakemake(wd, TARGET)
-    assert r.returncode == 0, r.stderr[-3000:]
-    a, b = parquet_files(reference), parquet_files(wd)
-    assert a.keys() == b.keys() and len(a) > 10
-    for k in a:
-        pd.testing.assert_frame_equal(data_of(a[k]), data_of(b[k]), obj=k)
-
-
 def test_kill_and_resume(reference, tmp_path):
     """kill -9 of the whole `make run` process group, then `make run` again (no --unlock, no
     --rerun-incomplete by hand): it completes, and nothing that had finished runs again."""
@@ -106,7 +97,7 @@ def test_kill_and_resume(reference, tmp_path):
         assert after[k].stat().st_mtime_ns == t, f"{k} was rewritten"
     rerun = [l for l in r.stderr.splitlines() if l.strip().startswith("output: results/")]
     assert len(rerun) < len(after), "everything ran again"
-    ref = parquet_files(reference)  # (c) same tables as an uninterrupted run
-    assert ref.keys() == after.keys()
-    for k in ("results/tables/otr_summary.parquet", "results/tables/otr_metrics.parquet"):
+    ref = parquet_files(reference)  # (c) the same data in every file as an uninterrupted run
+    assert ref.keys() == after.keys() and len(ref) > 10
+    for k in ref:
         pd.testing.assert_frame_equal(data_of(ref[k]), data_of(after[k]), obj=k)

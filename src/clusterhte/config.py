@@ -6,15 +6,38 @@ runs, with one message naming the key at fault (e.g. ``otr.replicates``).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from clusterhte import methods
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+
+
+def _jsonschema():
+    """``jsonschema``, imported without its optional ``rfc3987_syntax`` format checker.
+
+    That module builds 38 lark grammars when imported (about 1.7 s), and jsonschema imports it
+    whenever it is installed (Jupyter's dependencies install it). The config schema uses no string
+    formats, so the workflow's start-up (every ``snakemake`` call, every cluster job's re-parse of the
+    Snakefile) and the CLI skip it; the module stays importable for anyone else in the process.
+    """
+    if "jsonschema" in sys.modules:
+        return sys.modules["jsonschema"]
+    missing = object()
+    saved = sys.modules.get("rfc3987_syntax", missing)
+    sys.modules["rfc3987_syntax"] = None  # import fails with ImportError, which jsonschema tolerates
+    try:
+        import jsonschema
+    finally:
+        if saved is missing:
+            del sys.modules["rfc3987_syntax"]
+        else:
+            sys.modules["rfc3987_syntax"] = saved
+    return jsonschema
 
 
 class ConfigError(ValueError):
@@ -51,7 +74,7 @@ def deep_update(base: dict, new: dict) -> dict:
 
 def validate_schema(cfg: dict, schema_path: str | Path, what: str = "config") -> None:
     schema = load_yaml(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _jsonschema().Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         e = errors[0]
