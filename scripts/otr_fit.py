@@ -18,4 +18,5 @@ with smk.logged(snakemake) as log:
     for cell, src, dst in zip(p.cells, snakemake.input, snakemake.output):
         table = otr.fit_table(otr.read_sim(src), cell, w.method, dict(p.hyper), p.seed, log=log,
                               threads=snakemake.threads)
-        io.write_table(table, dst, prov=prov([src], output=str(dst)), parquet=otr.FIT_PARQUET)
+        io.write_table(table, dst, prov=prov([src], output=str(dst)), parquet=otr.FIT_PARQUET,
+                       record_sha256=True)

@@ -280,7 +280,7 @@ def chunk_provenance(*, rule: str, config: dict, seed=None, extra: dict | None =
             cfg = dict(config, **config_items)
             rec["config"] = cfg
             rec["config_hash"] = io.config_hash(cfg)
-        rec["inputs"] = [{"path": str(p), "sha256": io.sha256_file(p)} for p in inputs]
+        rec["inputs"] = [{"path": str(p), "sha256": io.sha256_recorded(p)} for p in inputs]
         return rec
 
     return record
