@@ -13,5 +13,4 @@ with smk.logged(snakemake):
     prov = chunk_provenance(rule=snakemake.rule, config=cfg, seed=p.seed)
     for cell, k, dst in zip(p.cells, p.chunks, snakemake.output):
         table = otr.simulate_table(cell, int(k), p.replicates, p.reps_per_chunk, p.seed)
-        io.write_table(table, dst, prov=prov([], cell=cell, chunk=int(k)), parquet=otr.SIM_PARQUET,
-                       record_sha256=True)
+        io.write_table(table, dst, prov=prov([], cell=cell, chunk=int(k)), parquet=otr.SIM_PARQUET)

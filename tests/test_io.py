@@ -99,3 +99,13 @@ def test_recorded_sha256_is_used_only_for_the_unchanged_file(tmp_path):
     # a sidecar that is not a record is ignored
     side.write_text("not json")
     assert io.sha256_recorded(f) == io.sha256_file(f)
+    # a reader that hashes on a miss can record the hash for the next reader (the workflow: the
+    # output is touched after its job), and a touch invalidates the record again
+    prov = chunk_provenance(rule="r", config={}, record_sha256=True)
+    assert prov([f])["inputs"][0]["sha256"] == io.sha256_file(f)
+    rec = __import__("json").loads(side.read_text())
+    assert rec["sha256"] == io.sha256_file(f) and rec["identity"][0] == f.stat().st_size
+    side.write_text(io.canonical_json(dict(rec, sha256="1" * 64)))
+    assert io.sha256_recorded(f) == "1" * 64
+    f.touch()
+    assert io.sha256_recorded(f) == io.sha256_file(f)

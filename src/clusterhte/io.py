@@ -65,14 +65,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 # ------------------------------------------------------------------ recorded sha256 (hash cache)
-# A job that writes a file can record its sha256 once (write_table(..., record_sha256=True) or
-# write_sha256_record) in a hidden sidecar next to it, ``.{name}.sha256``, with the file's
-# identity: size, modification and status-change times (ns), inode and device. Readers that put
-# the file's sha256 in a provenance record (sha256_recorded) trust the recorded hash only while
-# all five still match; anything that rewrites, replaces, copies, touches or renames the file
-# changes at least the status-change time (which no user call can set back), so a changed file is
-# hashed again, never reported with a stale hash. The OTR study reads each simulated chunk in 14
-# fit jobs and one evaluation: hashing it once instead of 15 times saves ~2.5 CPU-s per fit job.
+# The sha256 of a file can be recorded once (write_sha256_record; write_table(...,
+# record_sha256=True); sha256_recorded(..., record=True) on a miss) in a hidden sidecar next to
+# it, ``.{name}.sha256``, with the file's identity: size, modification and status-change times
+# (ns), inode and device. Readers that put the file's sha256 in a provenance record
+# (sha256_recorded) trust the recorded hash only while all five still match; anything that
+# rewrites, replaces, copies, touches or renames the file changes at least the status-change time
+# (which no user call can set back), so a changed file is hashed again, never reported with a
+# stale hash. Snakemake touches every output after its job, so in the workflow the first job that
+# reads a file records its hash (chunk_provenance(..., record_sha256=True)). The OTR study reads
+# each simulated chunk in 14 fit jobs and one evaluation: hashing it once or twice instead of 15
+# times saves ~2.5 CPU-s per fit job.
 SHA256_SIDECAR_SUFFIX = ".sha256"
 
 
@@ -109,9 +112,10 @@ def write_sha256_record(path: str | os.PathLike, digest: str | None = None) -> s
     return digest
 
 
-def sha256_recorded(path: str | os.PathLike) -> str:
+def sha256_recorded(path: str | os.PathLike, record: bool = False) -> str:
     """sha256 of ``path``: the recorded one (:func:`write_sha256_record`) when the file's size,
-    times, inode and device are still those recorded with it, else computed from the bytes."""
+    times, inode and device are still those recorded with it, else computed from the bytes (and,
+    with ``record``, recorded for the next reader)."""
     path = Path(path)
     side = sha256_sidecar(path)
     try:
@@ -122,6 +126,11 @@ def sha256_recorded(path: str | os.PathLike) -> str:
             return rec["sha256"]
     except (OSError, ValueError):
         pass
+    if record:
+        try:
+            return write_sha256_record(path)
+        except OSError:  # a read-only folder: hash without recording
+            pass
     return sha256_file(path)
 
 
