@@ -273,6 +273,40 @@ def _gradient_matrix(Lam, Minv, LtS, ZtW, w, kr2, Ainv, use_ainv):  # pragma: no
     return D
 
 
+_LAPACK: dict = {}
+
+
+def _solve_lower(Rp: np.ndarray, b: np.ndarray, trans: int) -> np.ndarray:
+    """``scipy.linalg.solve_triangular(Rp, b, lower=True, trans=trans, check_finite=False)`` for
+    a lower-triangular float64 ``Rp``: the same LAPACK ``dtrtrs`` call with the same arguments
+    (hence the same floating-point result) without the wrapper's per-call checks, which cost
+    more than the solve for the optimiser's (p + 1) x (p + 1) systems."""
+    trtrs = _LAPACK.get("trtrs")
+    if trtrs is None:
+        from scipy.linalg import get_lapack_funcs
+        trtrs = _LAPACK["trtrs"] = get_lapack_funcs(("trtrs",), (np.empty((1, 1)),))[0]
+    if Rp.shape[0] == 0:
+        return np.empty(b.shape)
+    if Rp.flags.f_contiguous:
+        x, info = trtrs(Rp, b, overwrite_b=False, lower=True, trans=trans, unitdiag=False)
+    else:  # as scipy does: the transposed (Fortran-ordered) system
+        x, info = trtrs(Rp.T, b, overwrite_b=False, lower=False, trans=not trans, unitdiag=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"triangular solve failed (LAPACK info {info})")
+    return x
+
+
+_EYE: dict[int, np.ndarray] = {}
+
+
+def _eye(p: int) -> np.ndarray:
+    e = _EYE.get(p)
+    if e is None:
+        e = _EYE[p] = np.eye(p)
+        e.setflags(write=False)
+    return e
+
+
 def _deviance(theta: np.ndarray, st: _Stats, reml: bool, grad: bool = True, full: bool = False):
     """Profiled deviance ``-2 log L(theta)`` and its gradient (or the full solution if ``full``).
 
@@ -310,11 +344,13 @@ def _deviance(theta: np.ndarray, st: _Stats, reml: bool, grad: bool = True, full
     if not grad:
         return dev
     Rp = R[:p, :p]
-    beta = solve_triangular(Rp, R[p, :p], trans="T", lower=True, check_finite=False)
-    w = np.r_[-beta, 1.0]
+    beta = _solve_lower(Rp, R[p, :p], 1)
+    w = np.empty(p + 1)
+    w[:p] = -beta
+    w[p] = 1.0
     use_ainv = bool(reml and p)
     if use_ainv:
-        Rinv = solve_triangular(Rp, np.eye(p), lower=True, check_finite=False)
+        Rinv = _solve_lower(Rp, _eye(p), 0)
         Ainv = Rinv.T @ Rinv
     else:
         Ainv = np.zeros((p, p))
