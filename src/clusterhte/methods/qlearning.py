@@ -74,7 +74,7 @@ class QDesign:
 
     def __init__(self, train: TrialData):
         covs = list(train.covariates)
-        self.codes, labels = pd.factorize(train.frame["cluster"], sort=True)
+        self.codes, labels = train.cluster_factors()
         self.labels = np.asarray(labels)
         self.J = self.labels.size
         self.n = train.n
@@ -251,7 +251,7 @@ class _QLearner(Estimator):
                 _check_rank(D, names, self.name)
             Z = np.column_stack([np.ones(d.n), Pm[:, k]]) if self._slope else None
             try:
-                res = fit_lmm(d.y, D, train.frame["cluster"].to_numpy(), Z, reml=self.reml)
+                res = fit_lmm(d.y, D, train.cluster, Z, reml=self.reml)
             except LMMError as e:
                 raise MethodError(f"method '{self.name}': {e}") from e
             coef = res.beta
@@ -274,8 +274,8 @@ class _QLearner(Estimator):
         info = dict(self.info_, gamma_trt=self.gamma_trt_,
                     gamma_moderators=dict(zip(d.moderators, self.gamma_mod_.tolist())))
         if self._slope:
-            b = self.lmm_.blup_for(test.frame["cluster"].to_numpy())[:, 1]
-            seen = pd.Index(self.lmm_.groups_).get_indexer(pd.unique(test.frame["cluster"])) >= 0
+            b = self.lmm_.blup_for(test.cluster)[:, 1]
+            seen = pd.Index(self.lmm_.groups_).get_indexer(pd.unique(test.cluster)) >= 0
             info["n_unseen_clusters"] = int(np.sum(~seen))
             point = point + b
         return CateResult(point=point, cutoff=0.0, info=info)

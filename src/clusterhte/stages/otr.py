@@ -226,10 +226,18 @@ def _chunk_frame(a: dict[str, np.ndarray]) -> pd.DataFrame:
     return frame
 
 
-def _trial(frame: pd.DataFrame, sl: slice, split: str) -> TrialData:
+def _chunk_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns of a :func:`_chunk_frame` frame as arrays (views, the same values): each
+    replicate's TrialData carries its row slice of them (``TrialData.with_column_arrays``), so
+    the estimators' column reads build no pandas Series."""
+    return {c: frame[c].to_numpy() for c in TRIAL_COLUMNS}
+
+
+def _trial(frame: pd.DataFrame, sl: slice, split: str, columns: dict | None = None) -> TrialData:
     part = frame.iloc[sl].reset_index(drop=True)
-    return TrialData(part, "multisite", otr_designs.COVARIATES, (), otr_designs.MODERATORS,
-                     name=f"otr {split}")
+    td = TrialData(part, "multisite", otr_designs.COVARIATES, (), otr_designs.MODERATORS,
+                   name=f"otr {split}")
+    return td if columns is None else td.with_column_arrays({c: v[sl] for c, v in columns.items()})
 
 
 def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, dict[str, TrialData]]]:
@@ -253,12 +261,13 @@ def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, d
     for s, e in zip(bounds[:-1], bounds[1:]):
         blocks.setdefault(int(a["rep"][s]), {})["test" if a["is_test"][s] else "train"] = slice(s, e)
     frame = _chunk_frame(a)
+    columns = _chunk_columns(frame)
     for rep in sorted(blocks):
         b = blocks[rep]
         if "train" not in b or "test" not in b:
             raise ValueError(f"replicate {rep} of the simulated chunk lacks its "
                              f"{'train' if 'train' not in b else 'test'} rows")
-        yield rep, _trial(frame, b["train"], "train"), {"test": _trial(frame, b["test"], "test")}
+        yield rep, _trial(frame, b["train"], "train", columns), {"test": _trial(frame, b["test"], "test", columns)}
 
 
 def fit_table(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
