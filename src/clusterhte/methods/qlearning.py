@@ -125,10 +125,12 @@ def level2_columns(X: np.ndarray, codes: np.ndarray, J: int) -> np.ndarray:
     X = np.asarray(X, dtype=float)
     if X.shape[1] == 0:
         return np.zeros(0, dtype=bool)
-    order = np.argsort(codes, kind="stable")
-    cs = codes[order]
+    if np.all(codes[1:] >= codes[:-1]):  # rows already grouped by cluster (the OTR chunks)
+        cs, Xs = codes, X
+    else:
+        order = np.argsort(codes, kind="stable")
+        cs, Xs = codes[order], X[order]
     starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
-    Xs = X[order]
     lo = np.minimum.reduceat(Xs, starts, axis=0)
     hi = np.maximum.reduceat(Xs, starts, axis=0)
     return np.all(lo == hi, axis=0)
