@@ -7,7 +7,9 @@ Every table the workflow writes carries, in the Parquet key-value metadata under
 - ``rule``: the Snakemake rule (or command) that wrote it;
 - ``config`` and ``config_hash``: the stage-relevant subset of the configuration and its sha256;
 - ``seed``: the seed material used (if any);
-- ``inputs``: path and sha256 of every input file, so that ``clusterhte audit`` can walk the chain;
+- ``inputs``: path and sha256 of every input file, so that ``clusterhte audit`` can walk the chain
+  (a hash recorded next to the file by an earlier job is used while the file is unchanged, see
+  :func:`sha256_recorded`; ``clusterhte audit`` always rehashes);
 - ``libraries``: versions of the numerical libraries;
 - ``created_utc``: the time of writing, or the time given by the ``SOURCE_DATE_EPOCH``
   environment variable when it is set (the reproducible-builds convention; ``make run`` sets it to
