@@ -66,7 +66,8 @@ def evaluate_job(root: Path, design: str, chunks: int, fits: Path, out: Path):
         for k in range(chunks):
             sim_path = root / f"results/sim/otr/{cell}/chunk{k}.parquet"
             fit_paths = [fits / m / cell / f"chunk{k}.parquet" for m in METHODS]
-            res = otr.evaluate(otr.read_truth(sim_path), {m: otr.read_fit(f) for m, f in zip(METHODS, fit_paths)})
+            fits_ = {m: otr.read_fit(f) for m, f in zip(METHODS, fit_paths)}
+            res = otr.evaluate(otr.read_truth(sim_path), fits_)
             io.write_parquet(res, out / cell / f"chunk{k}.parquet", prov=prov([sim_path, *fit_paths]))
 
 

@@ -2,7 +2,8 @@
 replicates, best of ``REP`` passes (default 3), one process, single-threaded BLAS.
 
     PYTHONPATH=src .venv/bin/python benchmarks/otr_reml_fits.py
-    MS=q-rs,q-dm-rs CELLS=d1_J150_n25,d2_J25_n25 REP=5 PYTHONPATH=src .venv/bin/python benchmarks/otr_reml_fits.py
+    MS=q-rs,q-dm-rs CELLS=d1_J150_n25,d2_J25_n25 REP=5 \
+        PYTHONPATH=src .venv/bin/python benchmarks/otr_reml_fits.py
 
 Runs on older checkouts too: pointing PYTHONPATH at another ``src`` gives an A/B with the same
 command (run the two back to back; the machine's load moves single runs by +-30 %).

@@ -458,7 +458,8 @@ def _starts(q: int) -> list[np.ndarray]:
 _LBFGSB_OPTIONS = dict(ftol=1e-13, gtol=1e-7, maxls=50)
 
 
-def _lbfgsb(st: _Stats, reml: bool, th0: np.ndarray, bounds, maxiter: int, direct: bool | None = None) -> dict:
+def _lbfgsb(st: _Stats, reml: bool, th0: np.ndarray, bounds, maxiter: int,
+            direct: bool | None = None) -> dict:
     """L-BFGS-B from ``th0`` (``scipy.optimize.minimize(method="L-BFGS-B")`` with
     :data:`_LBFGSB_OPTIONS`). With ``direct`` (default: when scipy's L-BFGS-B is the version
     :func:`_lbfgsb_loop` follows) the same iteration runs without minimize's wrappers."""

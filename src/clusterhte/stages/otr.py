@@ -267,7 +267,8 @@ def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, d
         if "train" not in b or "test" not in b:
             raise ValueError(f"replicate {rep} of the simulated chunk lacks its "
                              f"{'train' if 'train' not in b else 'test'} rows")
-        yield rep, _trial(frame, b["train"], "train", columns), {"test": _trial(frame, b["test"], "test", columns)}
+        yield (rep, _trial(frame, b["train"], "train", columns),
+               {"test": _trial(frame, b["test"], "test", columns)})
 
 
 def fit_table(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
