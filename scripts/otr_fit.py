@@ -14,7 +14,7 @@ keep_freed_memory()
 with smk.logged(snakemake) as log:
     p, w = snakemake.params, snakemake.wildcards
     cfg = {"method": w.method, "hyperparameters": dict(p.hyper), "wildcards": dict(w.items())}
-    prov = chunk_provenance(rule=snakemake.rule, config=cfg, seed=p.seed)
+    prov = chunk_provenance(rule=snakemake.rule, config=cfg, seed=p.seed, record_sha256=True)
     for cell, src, dst in zip(p.cells, snakemake.input, snakemake.output):
         table = otr.fit_table(otr.read_sim(src), cell, w.method, dict(p.hyper), p.seed, log=log,
                               threads=snakemake.threads)

@@ -59,3 +59,53 @@ def test_trial_round_trip(tmp_path, crt_linear):
     assert back.roles()["cluster_covariates"] == ["V1"]
     assert back.individual_covariates == td.individual_covariates
     np.testing.assert_array_equal(back.outcome, td.outcome)
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    import hashlib
+    for data in (b"", b"abc", os.urandom(3 << 20)):
+        f = tmp_path / "f.bin"
+        f.write_bytes(data)
+        assert io.sha256_file(f) == hashlib.sha256(data).hexdigest()
+
+
+def test_recorded_sha256_is_used_only_for_the_unchanged_file(tmp_path):
+    import pyarrow as pa
+
+    from clusterhte.stages.fitting import chunk_provenance
+
+    f = tmp_path / "chunk0.parquet"
+    io.write_table(pa.table({"a": np.arange(1000.0)}), f, prov={}, record_sha256=True)
+    side = io.sha256_sidecar(f)
+    assert side.exists() and side.name == ".chunk0.parquet.sha256"
+    assert io.sha256_recorded(f) == io.sha256_file(f)
+    # the record is what readers use while the file is unchanged (a planted hash shows it) ...
+    rec = __import__("json").loads(side.read_text())
+    side.write_text(io.canonical_json(dict(rec, sha256="0" * 64)))
+    assert io.sha256_recorded(f) == "0" * 64
+    # ... and never once the file changed, even with the same size and modification time
+    st = f.stat()
+    data = bytearray(f.read_bytes())
+    data[8] ^= 1
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    assert io.sha256_recorded(f) == io.sha256_file(f) != "0" * 64
+    # a replaced file (new inode), and the provenance records built from it
+    io.write_table(pa.table({"a": np.arange(999.0)}), f, prov={})  # no record: the old one is stale
+    prov = chunk_provenance(rule="r", config={})
+    assert prov([f])["inputs"][0]["sha256"] == io.sha256_file(f)
+    assert io.provenance(rule="r", inputs=[f])["inputs"][0]["sha256"] == io.sha256_file(f)
+    # a sidecar that is not a record is ignored
+    side.write_text("not json")
+    assert io.sha256_recorded(f) == io.sha256_file(f)
+    # a reader that hashes on a miss can record the hash for the next reader (the workflow: the
+    # output is touched after its job), and a touch invalidates the record again
+    prov = chunk_provenance(rule="r", config={}, record_sha256=True)
+    assert prov([f])["inputs"][0]["sha256"] == io.sha256_file(f)
+    rec = __import__("json").loads(side.read_text())
+    assert rec["sha256"] == io.sha256_file(f) and rec["identity"][0] == f.stat().st_size
+    side.write_text(io.canonical_json(dict(rec, sha256="1" * 64)))
+    assert io.sha256_recorded(f) == "1" * 64
+    f.touch()
+    assert io.sha256_recorded(f) == io.sha256_file(f)

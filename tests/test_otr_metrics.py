@@ -108,6 +108,10 @@ def test_congruence_counts_equal_the_direct_sums():
     ref = np.einsum("rin,rjn->rij", D, D) + np.einsum("rin,rjn->rij", 1 - D, 1 - D)
     got = om.congruence_counts(D)
     assert got.dtype == np.float64 and got.tobytes() == ref.tobytes()
+    # the int8 decisions of the fit tables (and booleans) give the same counts
+    assert om.congruence_counts(D.astype(np.int8)).tobytes() == ref.tobytes()
+    B = D[[0, 1, 3, 4]] > 0
+    assert om.congruence_counts(B).tobytes() == om.congruence_counts(B.astype(float)).tobytes()
     assert np.array_equal(got / 999, ref / 999)
     for r in range(5):  # and the per-replicate matrix of congruence_matrix
         ok = [i for i in range(6) if not (r == 2 and i == 3)]

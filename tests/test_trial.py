@@ -82,3 +82,35 @@ def test_covariate_matrix_equals_the_pandas_selection():
     assert not np.all(td.X() == 0.0)  # a copy, never a view of the table
     with pytest.raises(KeyError):
         td.X(["nope"])
+
+
+def test_cluster_factors_equal_pandas_factorize():
+    from clusterhte.data.trial import TrialData
+    rng = np.random.default_rng(3)
+    for labels in (rng.integers(5, 40, 200), rng.integers(-3, 3, 50).astype(np.int32),
+                   np.array([10 ** 9, 7, 7, 10 ** 9]), rng.choice(["b", "a", "c"], 30)):
+        f = pd.DataFrame({"cluster": labels, "treatment": np.zeros(labels.size), "outcome": 0.0})
+        codes, uniq = TrialData(f, "multisite").cluster_factors()
+        ref_codes, ref_uniq = pd.factorize(f["cluster"], sort=True)
+        assert codes.dtype == ref_codes.dtype and np.array_equal(codes, ref_codes)
+        pd.testing.assert_index_equal(uniq, ref_uniq)
+
+
+def test_column_arrays_are_bound_to_their_frame():
+    from dataclasses import replace
+
+    from clusterhte.data.trial import TrialData
+    f = pd.DataFrame({"cluster": [1, 1, 2, 2], "treatment": [0.0, 1.0, 0.0, 1.0], "outcome": [1.0, 2, 3, 4],
+                      "x": [0.5, 0.25, 0.125, 1.0]})
+    td = TrialData(f, "multisite", ("x",))
+    plain = td.X()
+    arrays = {c: f[c].to_numpy() for c in f.columns}
+    assert td.with_column_arrays(arrays) is td
+    assert td.X().tobytes() == plain.tobytes() and td.X().flags.writeable
+    assert np.array_equal(td.outcome, [1, 2, 3, 4]) and np.array_equal(td.cluster, [1, 1, 2, 2])
+    # a table made from it with another frame reads that frame, not the arrays
+    other = replace(td, frame=f.assign(x=[9.0, 8.0, 7.0, 6.0]))
+    assert np.array_equal(other.X()[:, 0], [9, 8, 7, 6])
+    assert np.array_equal(td.subset([0, 1]).X()[:, 0], [0.5, 0.25])
+    with pytest.raises(ValueError, match="does not match"):
+        td.with_column_arrays({"x": np.zeros(3)})

@@ -86,7 +86,9 @@ def congruence_counts(D: np.ndarray) -> np.ndarray:
     """
     D = np.asarray(D)
     R, m, n = D.shape
-    if n >= 1 << 24 or (D.size and np.abs(D).max() > 1):
+    if D.dtype.kind == "b":
+        D = D.view(np.uint8)
+    if n >= 1 << 24 or (D.size and (D.max() > 1 or D.min() < -1)):
         Df = D.astype(float)
         return np.einsum("rin,rjn->rij", Df, Df) + np.einsum("rin,rjn->rij", 1 - Df, 1 - Df)
     D32 = np.ascontiguousarray(D, dtype=np.float32)
@@ -267,8 +269,12 @@ def evaluate_methods(fits: dict[str, pd.DataFrame], sim: pd.DataFrame, rank: str
         failed = (g["failed"].to_numpy()[o].reshape(R, n) != 0).any(axis=1) if "failed" in g \
             else np.zeros(R, dtype=bool)
         secs = g["seconds"].to_numpy(dtype=float)[o].reshape(R, n)[:, 0] if "seconds" in g else None
-        arr[m] = (g["cate"].to_numpy(dtype=float)[o].reshape(R, n),
-                  g["decision"].to_numpy(dtype=float)[o].reshape(R, n), failed, secs)
+        # decisions keep their stored type (int8 in the fit tables): the congruence counts take
+        # them as float32 either way, and stacking 14 methods' int8 costs an eighth of float64
+        dec = g["decision"].to_numpy()
+        if dec.dtype.kind not in "iub":
+            dec = dec.astype(float, copy=False)
+        arr[m] = (g["cate"].to_numpy(dtype=float)[o].reshape(R, n), dec[o].reshape(R, n), failed, secs)
     cols = {"rep": [], "method": [], "metric": [], "other": [], "value": []}
 
     def add(method, metric, values, keep, other=None):

@@ -74,7 +74,7 @@ class QDesign:
 
     def __init__(self, train: TrialData):
         covs = list(train.covariates)
-        self.codes, labels = pd.factorize(train.frame["cluster"], sort=True)
+        self.codes, labels = train.cluster_factors()
         self.labels = np.asarray(labels)
         self.J = self.labels.size
         self.n = train.n
@@ -125,10 +125,12 @@ def level2_columns(X: np.ndarray, codes: np.ndarray, J: int) -> np.ndarray:
     X = np.asarray(X, dtype=float)
     if X.shape[1] == 0:
         return np.zeros(0, dtype=bool)
-    order = np.argsort(codes, kind="stable")
-    cs = codes[order]
+    if np.all(codes[1:] >= codes[:-1]):  # rows already grouped by cluster (the OTR chunks)
+        cs, Xs = codes, X
+    else:
+        order = np.argsort(codes, kind="stable")
+        cs, Xs = codes[order], X[order]
     starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
-    Xs = X[order]
     lo = np.minimum.reduceat(Xs, starts, axis=0)
     hi = np.maximum.reduceat(Xs, starts, axis=0)
     return np.all(lo == hi, axis=0)
@@ -251,7 +253,7 @@ class _QLearner(Estimator):
                 _check_rank(D, names, self.name)
             Z = np.column_stack([np.ones(d.n), Pm[:, k]]) if self._slope else None
             try:
-                res = fit_lmm(d.y, D, train.frame["cluster"].to_numpy(), Z, reml=self.reml)
+                res = fit_lmm(d.y, D, train.cluster, Z, reml=self.reml)
             except LMMError as e:
                 raise MethodError(f"method '{self.name}': {e}") from e
             coef = res.beta
@@ -274,8 +276,8 @@ class _QLearner(Estimator):
         info = dict(self.info_, gamma_trt=self.gamma_trt_,
                     gamma_moderators=dict(zip(d.moderators, self.gamma_mod_.tolist())))
         if self._slope:
-            b = self.lmm_.blup_for(test.frame["cluster"].to_numpy())[:, 1]
-            seen = pd.Index(self.lmm_.groups_).get_indexer(pd.unique(test.frame["cluster"])) >= 0
+            b = self.lmm_.blup_for(test.cluster)[:, 1]
+            seen = pd.Index(self.lmm_.groups_).get_indexer(pd.unique(test.cluster)) >= 0
             info["n_unseen_clusters"] = int(np.sum(~seen))
             point = point + b
         return CateResult(point=point, cutoff=0.0, info=info)

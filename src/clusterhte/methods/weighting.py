@@ -92,7 +92,8 @@ def _plain(v):
 def propensity(train: TrialData, by_cluster: bool, clusters: tuple | None = None) -> np.ndarray:
     """Estimated P(T = 1) per row: the cluster's treated share, or the overall share.
 
-    ``clusters``: ``pd.factorize(train.frame["cluster"], sort=True)`` when the caller has it.
+    ``clusters``: ``train.cluster_factors()`` (= ``pd.factorize(train.frame["cluster"], sort=True)``)
+    when the caller has it.
     Raises MethodError naming the clusters (or the table) whose share is 0 or 1.
     """
     t = train.treatment
@@ -102,7 +103,7 @@ def propensity(train: TrialData, by_cluster: bool, clusters: tuple | None = None
             raise MethodError(f"{train.name}: the overall treated share is {share:g}; the weighting "
                               "estimators need both arms")
         return np.full(train.n, share)
-    codes, labels = pd.factorize(train.frame["cluster"], sort=True) if clusters is None else clusters
+    codes, labels = train.cluster_factors() if clusters is None else clusters
     J = len(labels)
     share = np.bincount(codes, weights=t, minlength=J) / np.bincount(codes, minlength=J)
     bad = np.flatnonzero((share <= 0.0) | (share >= 1.0))
@@ -235,7 +236,7 @@ class _Weighting(Estimator):
         if not moderators:
             raise MethodError(f"method '{self.name}': {train.name} declares no moderators; the "
                               "weighting estimators need at least one")
-        codes, labels = pd.factorize(train.frame["cluster"], sort=True)
+        codes, labels = train.cluster_factors()
         self.moderators_ = moderators
         self.reference_cluster_ = _plain(labels[0])
         self.dummy_clusters_ = [_plain(c) for c in labels[1:]]

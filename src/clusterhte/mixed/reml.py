@@ -273,6 +273,40 @@ def _gradient_matrix(Lam, Minv, LtS, ZtW, w, kr2, Ainv, use_ainv):  # pragma: no
     return D
 
 
+_LAPACK: dict = {}
+
+
+def _solve_lower(Rp: np.ndarray, b: np.ndarray, trans: int) -> np.ndarray:
+    """``scipy.linalg.solve_triangular(Rp, b, lower=True, trans=trans, check_finite=False)`` for
+    a lower-triangular float64 ``Rp``: the same LAPACK ``dtrtrs`` call with the same arguments
+    (hence the same floating-point result) without the wrapper's per-call checks, which cost
+    more than the solve for the optimiser's (p + 1) x (p + 1) systems."""
+    trtrs = _LAPACK.get("trtrs")
+    if trtrs is None:
+        from scipy.linalg import get_lapack_funcs
+        trtrs = _LAPACK["trtrs"] = get_lapack_funcs(("trtrs",), (np.empty((1, 1)),))[0]
+    if Rp.shape[0] == 0:
+        return np.empty(b.shape)
+    if Rp.flags.f_contiguous:
+        x, info = trtrs(Rp, b, overwrite_b=False, lower=True, trans=trans, unitdiag=False)
+    else:  # as scipy does: the transposed (Fortran-ordered) system
+        x, info = trtrs(Rp.T, b, overwrite_b=False, lower=False, trans=not trans, unitdiag=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"triangular solve failed (LAPACK info {info})")
+    return x
+
+
+_EYE: dict[int, np.ndarray] = {}
+
+
+def _eye(p: int) -> np.ndarray:
+    e = _EYE.get(p)
+    if e is None:
+        e = _EYE[p] = np.eye(p)
+        e.setflags(write=False)
+    return e
+
+
 def _deviance(theta: np.ndarray, st: _Stats, reml: bool, grad: bool = True, full: bool = False):
     """Profiled deviance ``-2 log L(theta)`` and its gradient (or the full solution if ``full``).
 
@@ -310,11 +344,13 @@ def _deviance(theta: np.ndarray, st: _Stats, reml: bool, grad: bool = True, full
     if not grad:
         return dev
     Rp = R[:p, :p]
-    beta = solve_triangular(Rp, R[p, :p], trans="T", lower=True, check_finite=False)
-    w = np.r_[-beta, 1.0]
+    beta = _solve_lower(Rp, R[p, :p], 1)
+    w = np.empty(p + 1)
+    w[:p] = -beta
+    w[p] = 1.0
     use_ainv = bool(reml and p)
     if use_ainv:
-        Rinv = solve_triangular(Rp, np.eye(p), lower=True, check_finite=False)
+        Rinv = _solve_lower(Rp, _eye(p), 0)
         Ainv = Rinv.T @ Rinv
     else:
         Ainv = np.zeros((p, p))
@@ -419,12 +455,100 @@ def _starts(q: int) -> list[np.ndarray]:
     return [diag * s for s in (1.0, 0.2, 3.0)]
 
 
-def _lbfgsb(st: _Stats, reml: bool, th0: np.ndarray, bounds, maxiter: int) -> dict:
+_LBFGSB_OPTIONS = dict(ftol=1e-13, gtol=1e-7, maxls=50)
+
+
+def _lbfgsb(st: _Stats, reml: bool, th0: np.ndarray, bounds, maxiter: int,
+            direct: bool | None = None) -> dict:
+    """L-BFGS-B from ``th0`` (``scipy.optimize.minimize(method="L-BFGS-B")`` with
+    :data:`_LBFGSB_OPTIONS`). With ``direct`` (default: when scipy's L-BFGS-B is the version
+    :func:`_lbfgsb_loop` follows) the same iteration runs without minimize's wrappers."""
+    if direct is None:
+        direct = _LBFGSB_LOOP_OK
+    if direct:
+        return _lbfgsb_loop(lambda th: _deviance(th, st, reml), th0, bounds, maxiter, **_LBFGSB_OPTIONS)
     res = optimize.minimize(_deviance, th0, args=(st, reml), jac=True, method="L-BFGS-B",
-                            bounds=bounds,
-                            options=dict(maxiter=maxiter, ftol=1e-13, gtol=1e-7, maxls=50))
+                            bounds=bounds, options=dict(maxiter=maxiter, **_LBFGSB_OPTIONS))
     return dict(x=np.asarray(res.x, dtype=float), fun=float(res.fun), success=bool(res.success),
                 nit=int(res.nit), message=str(res.message))
+
+
+def _scipy_version() -> tuple[int, int]:
+    import scipy
+    try:
+        return tuple(int(v) for v in scipy.__version__.split(".")[:2])
+    except ValueError:
+        return (0, 0)
+
+
+# scipy 1.15 replaced the Fortran L-BFGS-B by a C translation with the setulb interface that
+# _lbfgsb_loop calls; checked against scipy 1.16 (tests: the same iterates as minimize).
+_LBFGSB_LOOP_OK = (1, 15) <= _scipy_version() < (1, 17)
+
+
+def _lbfgsb_loop(fun, x0, bounds, maxiter: int, ftol: float, gtol: float, maxls: int,
+                 maxcor: int = 10, maxfun: int = 15000) -> dict:
+    """The loop of scipy's ``_minimize_lbfgsb`` (scipy 1.15-1.16) for ``fun(x) -> (f, g)``: the
+    same calls of the compiled ``setulb`` with the same arguments, so the same iterates, without
+    the per-evaluation wrappers of ``minimize`` (which cost about as much as the REML criterion
+    itself for a (150, 25) replicate). ``bounds``: (low, high) pairs, None for no bound."""
+    from scipy.optimize import _lbfgsb
+
+    x0 = np.asarray(x0).ravel()
+    n = x0.size
+    low = np.array([-np.inf if b[0] is None else b[0] for b in bounds], dtype=float)
+    high = np.array([np.inf if b[1] is None else b[1] for b in bounds], dtype=float)
+    x0 = np.clip(x0, low, high)
+    nbd = np.zeros(n, np.int32)
+    low_bnd = np.zeros(n, np.float64)
+    upper_bnd = np.zeros(n, np.float64)
+    for i in range(n):
+        has_l, has_u = not np.isinf(low[i]), not np.isinf(high[i])
+        if has_l:
+            low_bnd[i] = low[i]
+        if has_u:
+            upper_bnd[i] = high[i]
+        nbd[i] = {(False, False): 0, (True, False): 1, (True, True): 2, (False, True): 3}[has_l, has_u]
+    # minimize evaluates at (a float copy of) x0 first and reuses a result while x is unchanged
+    cur_x = x0.astype(np.float64)
+    cur_f, cur_g = fun(np.copy(cur_x))
+    cur_g = np.atleast_1d(cur_g)
+    nfev = 1
+    factr = ftol / np.finfo(float).eps
+    x = np.array(x0, dtype=np.float64)
+    f = np.array(0.0, dtype=np.float64)
+    g = np.zeros((n,), dtype=np.float64)
+    m = maxcor
+    wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m, np.float64)
+    iwa = np.zeros(3 * n, dtype=np.int32)
+    task = np.zeros(2, dtype=np.int32)
+    ln_task = np.zeros(2, dtype=np.int32)
+    lsave = np.zeros(4, dtype=np.int32)
+    isave = np.zeros(44, dtype=np.int32)
+    dsave = np.zeros(29, dtype=np.float64)
+    nit = 0
+    while True:
+        g = g.astype(np.float64)
+        _lbfgsb.setulb(m, x, low_bnd, upper_bnd, nbd, f, g, factr, gtol, wa, iwa, task, lsave, isave,
+                       dsave, maxls, ln_task)
+        if task[0] == 3:
+            if not np.array_equal(x, cur_x):
+                cur_x = x.astype(np.float64)
+                cur_f, cur_g = fun(np.copy(cur_x))
+                cur_g = np.atleast_1d(cur_g)
+                nfev += 1
+            f, g = cur_f, cur_g
+        elif task[0] == 1:
+            nit += 1
+            if nit >= maxiter:
+                task[0], task[1] = 5, 504
+            elif nfev > maxfun:
+                task[0], task[1] = 5, 502
+        else:
+            break
+    from scipy.optimize._lbfgsb_py import status_messages, task_messages
+    return dict(x=np.asarray(x, dtype=float), fun=float(f), success=bool(task[0] == 4), nit=int(nit),
+                message=status_messages[task[0]] + ": " + task_messages[task[1]])
 
 
 def _scalar(st: _Stats, reml: bool, maxiter: int) -> dict:

@@ -263,12 +263,17 @@ def iter_by_rep(df: pd.DataFrame) -> Iterator[tuple[int, pd.DataFrame]]:
         yield int(rep), g
 
 
-def chunk_provenance(*, rule: str, config: dict, seed=None, extra: dict | None = None):
+def chunk_provenance(*, rule: str, config: dict, seed=None, extra: dict | None = None,
+                     record_sha256: bool = False):
     """Provenance records for the chunk files of a job that writes several chunks.
 
     Returns ``record(inputs, **config_items)``: the job-wide part (package, libraries, config) is
     built once; each chunk's record lists only the input files that chunk was made from, with
-    their sha256, and adds ``config_items`` (e.g. the chunk number) to the config.
+    their sha256, and adds ``config_items`` (e.g. the chunk number) to the config. The sha256 of
+    an input is the one recorded next to it while the file is unchanged
+    (:func:`clusterhte.io.sha256_recorded`); with ``record_sha256`` a hash this job computes is
+    recorded for the next job that reads the file (the OTR study's simulated chunks are read by
+    15 jobs each).
     """
     from clusterhte import io
 
@@ -280,7 +285,8 @@ def chunk_provenance(*, rule: str, config: dict, seed=None, extra: dict | None =
             cfg = dict(config, **config_items)
             rec["config"] = cfg
             rec["config_hash"] = io.config_hash(cfg)
-        rec["inputs"] = [{"path": str(p), "sha256": io.sha256_file(p)} for p in inputs]
+        rec["inputs"] = [{"path": str(p), "sha256": io.sha256_recorded(p, record=record_sha256)}
+                         for p in inputs]
         return rec
 
     return record

@@ -74,7 +74,9 @@ def read_sim_columns(path, columns: list[str] | None = None) -> dict[str, np.nda
     # split as a dictionary column: its codes are compared, no string per row is materialised
     # ParquetFile.read: one Arrow chunk per row group (read_table cuts batches of 128 Ki rows),
     # so a chunk written with SIM_PARQUET comes back as one buffer per column
-    tb = pq.ParquetFile(path, read_dictionary=["split"] if "split" in cols else None).read(
+    # memory_map: the column pages are decoded straight from the mapped file (no read() copy;
+    # ~45 % less CPU for a (150, 150) chunk's 11 columns)
+    tb = pq.ParquetFile(path, memory_map=True, read_dictionary=["split"] if "split" in cols else None).read(
         columns=cols, use_threads=False)
     out = {}
     for c in cols:
@@ -140,7 +142,8 @@ def read_fit(path) -> pd.DataFrame:
     if per_rep is None:  # a full fit table
         tb = pq.read_table(path, columns=FIT_EVAL_COLUMNS, use_threads=False)
         return pd.DataFrame({c: tb.column(c).to_numpy() for c in FIT_EVAL_COLUMNS}, copy=False)
-    tb = pq.ParquetFile(path).read(columns=["rep", "row", "cate", "decision"], use_threads=False)
+    tb = pq.ParquetFile(path, memory_map=True).read(columns=["rep", "row", "cate", "decision"],
+                                                    use_threads=False)
     ns = per_rep["n"].to_numpy()
     if tb.num_rows != int(ns.sum()):
         raise io.InputFileError(f"{path}: {tb.num_rows} rows, but its replicate metadata lists {int(ns.sum())}")
@@ -223,10 +226,18 @@ def _chunk_frame(a: dict[str, np.ndarray]) -> pd.DataFrame:
     return frame
 
 
-def _trial(frame: pd.DataFrame, sl: slice, split: str) -> TrialData:
+def _chunk_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns of a :func:`_chunk_frame` frame as arrays (views, the same values): each
+    replicate's TrialData carries its row slice of them (``TrialData.with_column_arrays``), so
+    the estimators' column reads build no pandas Series."""
+    return {c: frame[c].to_numpy() for c in TRIAL_COLUMNS}
+
+
+def _trial(frame: pd.DataFrame, sl: slice, split: str, columns: dict | None = None) -> TrialData:
     part = frame.iloc[sl].reset_index(drop=True)
-    return TrialData(part, "multisite", otr_designs.COVARIATES, (), otr_designs.MODERATORS,
-                     name=f"otr {split}")
+    td = TrialData(part, "multisite", otr_designs.COVARIATES, (), otr_designs.MODERATORS,
+                   name=f"otr {split}")
+    return td if columns is None else td.with_column_arrays({c: v[sl] for c, v in columns.items()})
 
 
 def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, dict[str, TrialData]]]:
@@ -250,12 +261,14 @@ def iter_replicates(sim, check: bool = True) -> Iterator[tuple[int, TrialData, d
     for s, e in zip(bounds[:-1], bounds[1:]):
         blocks.setdefault(int(a["rep"][s]), {})["test" if a["is_test"][s] else "train"] = slice(s, e)
     frame = _chunk_frame(a)
+    columns = _chunk_columns(frame)
     for rep in sorted(blocks):
         b = blocks[rep]
         if "train" not in b or "test" not in b:
             raise ValueError(f"replicate {rep} of the simulated chunk lacks its "
                              f"{'train' if 'train' not in b else 'test'} rows")
-        yield rep, _trial(frame, b["train"], "train"), {"test": _trial(frame, b["test"], "test")}
+        yield (rep, _trial(frame, b["train"], "train", columns),
+               {"test": _trial(frame, b["test"], "test", columns)})
 
 
 def fit_table(sim, cell: str, method: str, params: dict, seed: int, log=sys.stderr,
