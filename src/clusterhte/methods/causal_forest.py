@@ -128,6 +128,7 @@ from scipy.stats import t as student_t
 from clusterhte.data.trial import TrialData
 from clusterhte.folds import cluster_folds, cluster_strata, n_folds
 from clusterhte.methods.base import CateResult, Estimator, MethodError
+from clusterhte.methods.bootstrap import ordered_draws, parallel_map
 from clusterhte.methods.em_trees import check_crt, check_nonnegative_int, check_positive, seed_streams
 
 __all__ = ["CausalForest", "cluster_folds", "cluster_half_sample", "half_sample_sizes"]
@@ -318,7 +319,9 @@ class CausalForest(Estimator):
         (individual-level, not cluster-robust).
     half_sample_trees : trees of each half-sample forest (even, >= 2). Its Monte Carlo noise is
         estimated and removed, so it sets the cost, not the width.
-    n_threads : threads for econml / scikit-learn.
+    n_threads : threads: the ``Y.hat`` and main forests grow their trees on ``n_threads`` threads;
+        the half-sample forests are grown ``n_threads`` at a time, one thread each. The estimates
+        are the same for every thread count.
     """
 
     name = "cf"
@@ -399,20 +402,22 @@ class CausalForest(Estimator):
         return yhat
 
     def _forest(self, X, A, ytilde, seed: int, n_trees: int, inference: bool = False,
-                fraction: float | None = None, codes: np.ndarray | None = None):
-        """Step 3 on the rows given: the cluster-honest forest, or econml's row-subsampled one."""
+                fraction: float | None = None, codes: np.ndarray | None = None, n_jobs: int | None = None):
+        """Step 3 on the rows given: the cluster-honest forest, or econml's row-subsampled one
+        (trees grown by ``n_jobs`` threads, default ``n_threads``; the trees do not depend on it)."""
         fraction = float(fraction or self.max_samples)
+        n_jobs = int(self.n_threads if n_jobs is None else n_jobs)
         if self.subsample == "cluster":
             _, codes = np.unique(codes, return_inverse=True)          # clusters present, 0..J'-1
             strata = cluster_strata(codes, A)
             forest = ClusterHonestForest(int(n_trees), int(self.min_samples_leaf), fraction,
-                                         n_jobs=int(self.n_threads), random_state=seed)
+                                         n_jobs=n_jobs, random_state=seed)
             return forest.fit(X, A - 0.5, ytilde, codes, strata)
         from econml.grf import CausalForest as _EconCF
 
         forest = _EconCF(n_estimators=int(n_trees), min_samples_leaf=int(self.min_samples_leaf),
                          max_samples=fraction, honest=bool(self.honest),
-                         inference=inference, n_jobs=int(self.n_threads), random_state=seed)
+                         inference=inference, n_jobs=n_jobs, random_state=seed)
         return forest.fit(X, A - 0.5, ytilde)
 
     # ------------------------------------------------------------------ interface
@@ -427,12 +432,17 @@ class CausalForest(Estimator):
         codes = train.cluster_codes
         self.forest_ = self._forest(X, A, ytilde, seed, int(self.n_estimators),
                                     inference=int(self.n_half_samples) == 0, codes=codes)
-        self.half_ = []
-        for _ in range(int(self.n_half_samples)):
-            rows = cluster_half_sample(train, rng)
-            self.half_.append(self._forest(X[rows], A[rows], ytilde[rows], int(seeds.integers(2 ** 31 - 1)),
-                                           int(self.half_sample_trees), fraction=2 * float(self.max_samples),
-                                           codes=codes[rows]))
+        # the half-sample refits, n_threads at a time with one thread each; refit k gets the k-th
+        # half-sample and seed whatever the thread count (ordered_draws), so the same forests
+        draw = ordered_draws(lambda: (cluster_half_sample(train, rng), int(seeds.integers(2 ** 31 - 1))))
+
+        def refit(d):
+            rows, s = d
+            return self._forest(X[rows], A[rows], ytilde[rows], s, int(self.half_sample_trees),
+                                fraction=2 * float(self.max_samples), codes=codes[rows], n_jobs=1)
+
+        self.half_ = draw.collect(parallel_map(lambda _: draw.run(refit), range(int(self.n_half_samples)),
+                                               int(self.n_threads)))
 
     def _predict(self, test: TrialData) -> CateResult:
         missing = [c for c in self.covariates_ if c not in test.frame.columns]

@@ -136,7 +136,7 @@ import pandas as pd
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.bootstrap import bootstrap_result, resample_clusters
+from clusterhte.methods.bootstrap import bootstrap_result, ordered_draws, parallel_map, resample_clusters
 
 _FLOOR = 1e-10
 
@@ -301,15 +301,19 @@ ORIGIN = "_cluster_of_origin"
 
 
 def bootstrap_fits(fit_one: Callable[[TrialData, int], object], train: TrialData, B: int,
-                   rng: np.random.Generator, seeds: np.random.Generator) -> list:
+                   rng: np.random.Generator, seeds: np.random.Generator, n_threads: int = 1) -> list:
     """B refits of ``fit_one(sample, seed)`` on cluster-bootstrap samples (clusters within arm).
 
     A cluster drawn twice enters as two clusters; the column ``_cluster_of_origin`` keeps the
     original cluster so that cross-validation folds can keep the copies together
-    (:func:`fold_groups`).
+    (:func:`fold_groups`). The refits run on a thread pool of ``n_threads`` workers (the tree
+    builders, LightGBM and GPBoost release the GIL); refit ``k`` gets the ``k``-th sample of
+    ``rng`` and the ``k``-th seed of ``seeds`` whatever the number of workers
+    (:func:`~clusterhte.methods.bootstrap.ordered_draws`), so the refits do not depend on it.
     """
     tagged = replace(train, frame=train.frame.assign(**{ORIGIN: train.cluster_codes}))
-    return [fit_one(resample_clusters(tagged, rng), int(seeds.integers(2 ** 31 - 1))) for _ in range(B)]
+    draw = ordered_draws(lambda: (resample_clusters(tagged, rng), int(seeds.integers(2 ** 31 - 1))))
+    return draw.collect(parallel_map(lambda _: draw.run(lambda d: fit_one(*d)), range(B), n_threads))
 
 
 def fold_groups(data: TrialData) -> np.ndarray:
@@ -738,6 +742,11 @@ class _EMTrees(Estimator):
                               f"the EM fit), 's' (one learner on [X, V, A]) or 't' (one learner per arm), "
                               f"got {self.learner_form!r}")
 
+    def _library_threads(self) -> int:
+        """Threads of the learner library (scikit-learn trees, LightGBM): ``n_threads`` for the
+        full-data fit, 1 inside the bootstrap refits (they run ``n_threads`` at a time)."""
+        return 1 if getattr(self, "_in_refits", False) else int(self.n_threads)
+
     def _stages(self, refit: bool):
         """(outcome learner factory, effect-stage function) of the full-data fit or of a refit."""
         return self._learner, self._fit_effect
@@ -777,8 +786,12 @@ class _EMTrees(Estimator):
         else:
             self.dropped_ = {}
         report_aliased(self, train, self.dropped_)
-        self.boot_ = bootstrap_fits(lambda d, s: self._fit_one(d, s, refit=True), train, int(self.n_bootstrap),
-                                    rng, seeds)
+        self._in_refits = True
+        try:
+            self.boot_ = bootstrap_fits(lambda d, s: self._fit_one(d, s, refit=True), train, int(self.n_bootstrap),
+                                        rng, seeds, n_threads=int(self.n_threads))
+        finally:
+            self._in_refits = False
 
     def _cate(self, fit, test: TrialData) -> np.ndarray:
         if isinstance(fit, RFit):
@@ -882,7 +895,7 @@ class MERF(_EMTrees):
 
     def _forest(self, seed: int, min_samples_leaf: int, trees: int | None = None):
         return RandomForest(n_estimators=int(trees or self.n_estimators), min_samples_leaf=int(min_samples_leaf),
-                            max_features=self.max_features, n_jobs=int(self.n_threads),
+                            max_features=self.max_features, n_jobs=self._library_threads(),
                             random_state=seed % (2 ** 31 - 1))
 
     def _interval(self, point: np.ndarray, test: TrialData, info: dict) -> CateResult:
@@ -1110,7 +1123,7 @@ class MEGB(_EMTrees):
                   "max_depth": int(self.max_depth), "num_leaves": 2 ** int(self.max_depth),
                   "min_data_in_leaf": int(self.min_samples_leaf), "min_sum_hessian_in_leaf": 0.0,
                   "bagging_fraction": float(self.subsample), "bagging_freq": 1 if self.subsample < 1 else 0,
-                  "num_threads": int(self.n_threads), "deterministic": True, "force_row_wise": True,
+                  "num_threads": self._library_threads(), "deterministic": True, "force_row_wise": True,
                   "seed": int(seed % (2 ** 31 - 1)), "verbose": -1}
         return _LGBMRegressor(params, int(self.n_estimators))
 

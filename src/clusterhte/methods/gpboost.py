@@ -138,7 +138,8 @@ class GPBoost(Estimator):
         estimate (:func:`~clusterhte.methods.em_trees.hull_interval`); ``"shrunk"``: the shrunk
         estimate's interval alone.
     n_bootstrap : cluster-bootstrap replicates for the intervals (0 = no intervals).
-    n_threads : gpboost threads.
+    n_threads : threads: the full-data fit gives them to gpboost; the bootstrap refits run
+        ``n_threads`` at a time, one gpboost thread each (same estimates for every thread count).
     """
 
     name = "gpboost"
@@ -176,7 +177,7 @@ class GPBoost(Estimator):
         d = int(self.max_depth)
         return {"objective": "regression_l2", "learning_rate": float(self.learning_rate),
                 "max_depth": d, "num_leaves": 2 ** d, "min_data_in_leaf": int(self.min_samples_leaf),
-                "num_threads": int(self.n_threads), "deterministic": True, "seed": int(seed % (2 ** 31 - 1)),
+                "num_threads": 1 if getattr(self, "_in_refits", False) else int(self.n_threads), "deterministic": True, "seed": int(seed % (2 ** 31 - 1)),
                 "verbose": -1}
 
     def _cv_rounds(self, F, y, folds, seed, groups=None, weight=None, oof: bool = False):
@@ -241,7 +242,12 @@ class GPBoost(Estimator):
         self.fit_ = self._fit_one(train, seed)
         self.dropped_ = self.fit_.info["dropped"] if isinstance(self.fit_, RFit) else {}
         report_aliased(self, train, self.dropped_)
-        self.boot_ = bootstrap_fits(self._fit_one, train, int(self.n_bootstrap), rng, seeds)
+        self._in_refits = True           # gpboost runs 1 thread per refit, n_threads refits at a time
+        try:
+            self.boot_ = bootstrap_fits(self._fit_one, train, int(self.n_bootstrap), rng, seeds,
+                                        n_threads=int(self.n_threads))
+        finally:
+            self._in_refits = False
 
     def _cate(self, fit, test: TrialData) -> np.ndarray:
         if isinstance(fit, RFit):
