@@ -32,7 +32,8 @@ The sampler (one Gibbs sweep per iteration, :func:`run_chain`)
    under **the prior of each method's R original** (below).
 
 Everything runs on the standardized outcome (y - mean(y)) / sd(y); the priors below are stated on
-the outcome scale and converted. Chains run one after another and are pooled.
+the outcome scale and converted. Chains are pooled; with ``n_threads > 1`` they run concurrently in
+forked processes (same draws as one after another).
 
 The three methods differ in the random-effect prior (and the residual-variance prior)
 ---------------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ from scipy.stats import chi2, t as student_t
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
+from clusterhte.methods.bootstrap import n_workers, parallel_map
 
 __all__ = ["RiBART", "MixedBART", "Stan4BART", "RandomInterceptBART", "random_intercept_reml",
            "slice_sample_positive", "split_rhat_ess", "halfcauchy_sd_step", "hiw_variance_step", "iw_variance_step",
@@ -611,12 +613,17 @@ class RandomInterceptBART(Estimator):
     num_burnin : burn-in sweeps per chain.
     num_mcmc : retained draws per chain; each chain runs ``num_gfr + num_burnin + num_mcmc *
         keep_every`` sweeps.
-    num_chains : independent chains (run one after another, draws pooled).
+    num_chains : independent chains (draws pooled, in chain order). With ``n_threads > 1`` the
+        chains run ``n_threads`` at a time in forked worker processes (stochtree's sampler holds
+        the GIL), one stochtree thread each; every chain's seed depends on its number only and its
+        forests come back through stochtree's JSON (exact), so the draws are the same for every
+        ``n_threads``.
     keep_every : thinning.
     num_gfr : grow-from-root warm-start sweeps at the start of every chain (0 = MCMC from the root,
         as in R).
     min_samples_leaf : smallest leaf (stochtree; 5 by default).
-    n_threads : threads of stochtree's tree sampler within a chain.
+    n_threads : threads: with one chain, stochtree's tree sampler within it; with several, the
+        number of chains run at once (see ``num_chains``).
     """
 
     name = ""
@@ -660,14 +667,29 @@ class RandomInterceptBART(Estimator):
         prior, sigma2_init = self._prior(y, Xd, groups, p)
         seed = random_seed(self.random_state)
         seeds = np.random.SeedSequence(seed).generate_state(2 * p["num_chains"])
-        chains = []
-        for c in range(p["num_chains"]):
-            chains.append(run_chain(
+        parallel = p["num_chains"] > 1 and n_workers(p["n_threads"], p["num_chains"]) > 1
+
+        def chain(c: int) -> dict:
+            out = run_chain(
                 Xd, ys, groups, prior, num_trees=m, alpha=p["alpha"], beta=p["beta"],
                 min_samples_leaf=p["min_samples_leaf"], leaf_scale=leaf, sigma2_init=sigma2_init,
                 num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
-                keep_every=p["keep_every"], n_threads=p["n_threads"],
-                seed=int(seeds[2 * c] & 0x7FFFFFFF), rng=np.random.default_rng(seeds[2 * c + 1])))
+                keep_every=p["keep_every"], n_threads=1 if parallel else p["n_threads"],
+                seed=int(seeds[2 * c] & 0x7FFFFFFF), rng=np.random.default_rng(seeds[2 * c + 1]))
+            if parallel:       # sent back from a worker process: the forests as stochtree's JSON
+                out["forests"] = out["forests"].dump_json_string()
+            return out
+
+        # the chains' seeds depend on the chain number only; stochtree's sampler holds the GIL, so
+        # parallel chains run in forked processes, one stochtree thread each
+        chains = parallel_map(chain, range(p["num_chains"]), p["n_threads"] if parallel else 1, processes=True)
+        if parallel:
+            from stochtree import ForestContainer
+
+            for c in chains:
+                fc = ForestContainer(m, 1, True, False)
+                fc.load_from_json_string(c["forests"])
+                c["forests"] = fc
         self.chains_ = chains
         self.prior_ = prior
         self.n_clusters_ = int(groups.max()) + 1

@@ -57,6 +57,7 @@ from clusterhte.data.trial import TrialData
 from clusterhte.methods.bart import (check_float, check_int, check_sampler, features, quantile_interval,
                                      random_seed, rfx_variance_draws, sigma_prior)
 from clusterhte.methods.base import CateResult, Estimator, MethodError
+from clusterhte.methods.bootstrap import n_workers, parallel_map
 
 __all__ = ["MBCF"]
 
@@ -84,7 +85,17 @@ class MBCF(Estimator):
     min_samples_leaf : smallest leaf in both forests (stochtree).
     rfx_variance_prior_shape, rfx_variance_prior_scale : inverse-gamma prior of the random-effect
         group-parameter variance (stochtree parameterisation, standardized outcome scale).
-    n_threads : stochtree threads.
+    n_threads : threads: with one chain (or a grow-from-root start), stochtree's threads; with
+        ``num_chains > 1`` and ``num_gfr = 0``, the number of chains run at once.
+
+    Chains. With ``num_chains > 1`` and ``num_gfr = 0`` every chain is its own stochtree model
+    (seeded from ``random_state`` and the chain number only), run ``n_threads`` at a time in forked
+    processes and sent back as stochtree JSON (``BCFModel.to_json`` / ``from_json``), so the
+    draws are the same for every ``n_threads``; ``models_`` holds one stochtree model per chain,
+    ``model_`` the first. (stochtree's own multi-chain loop draws the chains
+    one after another from one generator; the pooled posterior is the same, the random numbers
+    are not.) With ``num_gfr > 0`` the chains start from one shared grow-from-root run, in
+    stochtree's loop.
     """
 
     name = "mbcf"
@@ -162,13 +173,37 @@ class MBCF(Estimator):
         rfx = {"model_spec": "intercept_only",
                "variance_prior_shape": p["rfx_variance_prior_shape"],
                "variance_prior_scale": p["rfx_variance_prior_scale"]}
-        model = BCFModel()
-        model.sample(X_train=X, Z_train=np.ascontiguousarray(A), y_train=y,
-                     propensity_train=np.full(train.n, 0.5), rfx_group_ids_train=groups,
-                     num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
-                     general_params=general, prognostic_forest_params=prognostic,
-                     treatment_effect_forest_params=moderate, random_effects_params=rfx)
-        self.model_ = model
+        def sample(general: dict) -> BCFModel:
+            model = BCFModel()
+            model.sample(X_train=X, Z_train=np.ascontiguousarray(A), y_train=y,
+                         propensity_train=np.full(train.n, 0.5), rfx_group_ids_train=groups,
+                         num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
+                         general_params=general, prognostic_forest_params=prognostic,
+                         treatment_effect_forest_params=moderate, random_effects_params=rfx)
+            return model
+
+        C = p["num_chains"]
+        if C == 1 or p["num_gfr"] > 0:
+            # one chain, or chains started from a shared grow-from-root run: stochtree's own loop
+            self.models_ = [sample(general)]
+        else:
+            # independent chains, each its own stochtree model with a seed that depends on the chain
+            # number only, run n_threads at a time in forked processes (the sampler holds the GIL)
+            # with one stochtree thread each, and sent back as stochtree JSON (exact)
+            chain_seeds = (np.random.SeedSequence(seed).generate_state(C) & 0x7FFFFFFF).tolist()
+            workers = n_workers(p["n_threads"], C)
+
+            def chain(c: int) -> str:
+                g = {**general, "num_chains": 1, "random_seed": int(chain_seeds[c]),
+                     "num_threads": 1 if workers > 1 else p["n_threads"]}
+                return sample(g).to_json()
+
+            self.models_ = []
+            for js in parallel_map(chain, range(C), p["n_threads"], processes=True):
+                model = BCFModel()
+                model.from_json(js)
+                self.models_.append(model)
+        self.model_ = self.models_[0]
         self.n_clusters_ = int(groups.max()) + 1
 
     def cate_draws(self, test: TrialData) -> np.ndarray:
@@ -178,9 +213,9 @@ class MBCF(Estimator):
         # stochtree demands group ids whenever the model has random effects, even for the CATE
         # term, which does not use them: pass the first training cluster for every row.
         ids = np.zeros(n, dtype=np.int32)
-        tau = self.model_.predict(X, np.ones(n), propensity=np.full(n, 0.5), rfx_group_ids=ids,
-                                  type="posterior", terms="cate")
-        return np.asarray(tau, dtype=float).reshape(n, -1)
+        return np.hstack([np.asarray(m.predict(X, np.ones(n), propensity=np.full(n, 0.5), rfx_group_ids=ids,
+                                               type="posterior", terms="cate"), dtype=float).reshape(n, -1)
+                          for m in self.models_])
 
     def _predict(self, test: TrialData) -> CateResult:
         draws = self.cate_draws(test)
@@ -188,8 +223,10 @@ class MBCF(Estimator):
             raise MethodError(f"method '{self.name}': non-finite CATE draws on {test.name}")
         res = quantile_interval(draws)
         res.info.update({"library": "stochtree", "n_draws": int(draws.shape[1]),
-                         "sigma2_posterior_mean": float(np.mean(self.model_.global_var_samples))})
-        rfx_var = rfx_variance_draws(self.model_)
+                         "sigma2_posterior_mean": float(np.mean(np.concatenate(
+                             [np.ravel(m.global_var_samples) for m in self.models_])))})
+        parts = [rfx_variance_draws(m) for m in self.models_]
+        rfx_var = None if any(v is None for v in parts) else np.concatenate(parts)
         if rfx_var is not None:
             res.info["rfx_variance_posterior_mean"] = float(np.mean(rfx_var))
         return res
