@@ -47,3 +47,74 @@ def test_otr_scripts_limit_threads():
     root = Path(__file__).resolve().parents[1] / "scripts"
     for name in ("sim_fit.py", "otr_fit.py", "otr_simulate.py", "otr_evaluate.py"):
         assert "limit_threads(snakemake.threads)" in (root / name).read_text(), name
+
+
+# ------------------------------------------------------------------ refits and chains in parallel
+# Each method's independent refits (bootstrap, half-samples, CV folds) or MCMC chains run
+# n_threads at a time; every refit and chain keeps its own seed, so the estimates must be the same
+# bit for bit at any thread count (tiny settings: a few seconds in all).
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+TINY = {
+    "merf": dict(n_estimators=20, bootstrap_trees=10, n_bootstrap=3, max_iter=3),
+    "megb": dict(n_estimators=30, n_bootstrap=3, max_iter=3),
+    "gpboost": dict(max_rounds=30, learning_rate=0.2, n_bootstrap=3),
+    "cf": dict(n_estimators=40, yhat_trees=20, yhat_folds=3, n_half_samples=4, half_sample_trees=10),
+    "mermboost": dict(mstop_max=40, n_bootstrap=3),
+    "ribart": dict(num_trees=10, num_burnin=5, num_mcmc=10, num_chains=3),
+    "mixedbart": dict(num_trees=10, num_burnin=5, num_mcmc=10, num_chains=2),
+    "stan4bart": dict(num_trees=10, num_burnin=5, num_mcmc=10, num_chains=2),
+    "mbcf": dict(num_trees_control=10, num_trees_moderate=5, num_burnin=5, num_mcmc=10, num_chains=3),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_crt():
+    from conftest import make_crt
+
+    return make_crt(3, M=12, size=10)[0]
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_estimates_do_not_depend_on_the_thread_count(name, tiny_crt):
+    res = [methods.make(name, {**TINY[name], "n_threads": k}, random_state=5).fit(tiny_crt).predict(tiny_crt)
+           for k in (1, 2)]
+    for r in res[1:]:
+        for k in ("point", "lower", "upper"):
+            np.testing.assert_array_equal(getattr(r, k), getattr(res[0], k), err_msg=f"{name} {k}")
+    assert np.all(np.isfinite(res[0].lower)) and np.all(res[0].lower < res[0].upper)
+
+
+def test_bart_chains_pooled_in_chain_order(tiny_crt):
+    """With parallel chains, chain c's draws are those of chain c run alone (seeds by chain number)."""
+    est = methods.make("ribart", {**TINY["ribart"], "n_threads": 2}, random_state=5).fit(tiny_crt)
+    d = est.chain_ate_draws(tiny_crt)
+    assert d.shape == (3, 10) and not np.array_equal(d[0], d[1])
+
+
+def test_mbcf_chains_are_separate_models(tiny_crt):
+    est = methods.make("mbcf", {**TINY["mbcf"], "n_threads": 2}, random_state=5).fit(tiny_crt)
+    r = est.predict(tiny_crt)
+    assert len(est.models_) == 3 and r.draws.shape == (tiny_crt.n, 30)
+    one = est.models_[1].predict(tiny_crt.X(est.covariates_), np.ones(tiny_crt.n), propensity=np.full(tiny_crt.n, 0.5),
+                                 rfx_group_ids=np.zeros(tiny_crt.n, dtype=np.int32), type="posterior", terms="cate")
+    np.testing.assert_array_equal(r.draws[:, 10:20], np.asarray(one).reshape(tiny_crt.n, -1))
+
+
+def test_parallel_map_keeps_order_and_checks_budget():
+    from clusterhte.methods.bootstrap import n_workers, ordered_draws, parallel_map
+
+    assert parallel_map(lambda x: x * x, range(7), 3) == [x * x for x in range(7)]
+    assert parallel_map(lambda x: x + 1, range(5), 2, processes=True) == [1, 2, 3, 4, 5]
+    assert n_workers(4, 2) == 2 and n_workers(1, 9) == 1 and n_workers(-1) >= 1
+    it = iter(range(100))
+    draw = ordered_draws(lambda: next(it))
+    out = draw.collect(parallel_map(lambda _: draw.run(lambda d: -d), range(20), 4))
+    assert out == [-k for k in range(20)]
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, "2", True])
+def test_mermboost_rejects_bad_n_threads(value):
+    with pytest.raises(methods.MethodError, match="n_threads"):
+        methods.make("mermboost", {"n_threads": value})

@@ -301,7 +301,8 @@ ORIGIN = "_cluster_of_origin"
 
 
 def bootstrap_fits(fit_one: Callable[[TrialData, int], object], train: TrialData, B: int,
-                   rng: np.random.Generator, seeds: np.random.Generator, n_threads: int = 1) -> list:
+                   rng: np.random.Generator, seeds: np.random.Generator, n_threads: int = 1,
+                   full: Callable[[], object] | None = None):
     """B refits of ``fit_one(sample, seed)`` on cluster-bootstrap samples (clusters within arm).
 
     A cluster drawn twice enters as two clusters; the column ``_cluster_of_origin`` keeps the
@@ -310,10 +311,16 @@ def bootstrap_fits(fit_one: Callable[[TrialData, int], object], train: TrialData
     builders, LightGBM and GPBoost release the GIL); refit ``k`` gets the ``k``-th sample of
     ``rng`` and the ``k``-th seed of ``seeds`` whatever the number of workers
     (:func:`~clusterhte.methods.bootstrap.ordered_draws`), so the refits do not depend on it.
+    ``full``: the full-data fit, run as the first task of the same pool; then the result is
+    ``(full(), refits)``.
     """
     tagged = replace(train, frame=train.frame.assign(**{ORIGIN: train.cluster_codes}))
     draw = ordered_draws(lambda: (resample_clusters(tagged, rng), int(seeds.integers(2 ** 31 - 1))))
-    return draw.collect(parallel_map(lambda _: draw.run(lambda d: fit_one(*d)), range(B), n_threads))
+    tasks = ([None] if full is not None else []) + list(range(B))
+    out = parallel_map(lambda t: full() if t is None else draw.run(lambda d: fit_one(*d)), tasks, n_threads)
+    if full is None:
+        return draw.collect(out)
+    return out[0], draw.collect(out[1:])
 
 
 def fold_groups(data: TrialData) -> np.ndarray:
@@ -743,8 +750,8 @@ class _EMTrees(Estimator):
                               f"got {self.learner_form!r}")
 
     def _library_threads(self) -> int:
-        """Threads of the learner library (scikit-learn trees, LightGBM): ``n_threads`` for the
-        full-data fit, 1 inside the bootstrap refits (they run ``n_threads`` at a time)."""
+        """Threads of the learner library (scikit-learn trees, LightGBM): 1 while the full-data fit
+        and the bootstrap refits run ``n_threads`` at a time; ``n_threads`` without refits."""
         return 1 if getattr(self, "_in_refits", False) else int(self.n_threads)
 
     def _stages(self, refit: bool):
@@ -777,7 +784,18 @@ class _EMTrees(Estimator):
         self._check()
         seed, rng, seeds = seed_streams(self.random_state)
         self.covariates_ = train.covariates
-        self.fit_ = self._fit_one(train, seed)
+        if int(self.n_bootstrap):
+            # the full-data fit and the refits share one pool of n_threads workers, one library
+            # thread each (600-row problems gain little from library threads, LightGBM loses)
+            self._in_refits = True
+            try:
+                self.fit_, self.boot_ = bootstrap_fits(
+                    lambda d, s: self._fit_one(d, s, refit=True), train, int(self.n_bootstrap), rng, seeds,
+                    n_threads=int(self.n_threads), full=lambda: self._fit_one(train, seed))
+            finally:
+                self._in_refits = False
+        else:
+            self.fit_, self.boot_ = self._fit_one(train, seed), []
         if isinstance(self.fit_, RFit):
             self.dropped_ = self.fit_.info["dropped"]
         elif self.project_cluster_constant:
@@ -786,12 +804,6 @@ class _EMTrees(Estimator):
         else:
             self.dropped_ = {}
         report_aliased(self, train, self.dropped_)
-        self._in_refits = True
-        try:
-            self.boot_ = bootstrap_fits(lambda d, s: self._fit_one(d, s, refit=True), train, int(self.n_bootstrap),
-                                        rng, seeds, n_threads=int(self.n_threads))
-        finally:
-            self._in_refits = False
 
     def _cate(self, fit, test: TrialData) -> np.ndarray:
         if isinstance(fit, RFit):

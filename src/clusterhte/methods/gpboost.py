@@ -138,8 +138,8 @@ class GPBoost(Estimator):
         estimate (:func:`~clusterhte.methods.em_trees.hull_interval`); ``"shrunk"``: the shrunk
         estimate's interval alone.
     n_bootstrap : cluster-bootstrap replicates for the intervals (0 = no intervals).
-    n_threads : threads: the full-data fit gives them to gpboost; the bootstrap refits run
-        ``n_threads`` at a time, one gpboost thread each (same estimates for every thread count).
+    n_threads : the full-data fit and the bootstrap refits run ``n_threads`` at a time, one gpboost
+        thread each (same estimates for every thread count); without refits gpboost gets them.
     """
 
     name = "gpboost"
@@ -239,15 +239,20 @@ class GPBoost(Estimator):
         self._check(train)
         seed, rng, seeds = seed_streams(self.random_state)
         self.covariates_ = train.covariates
-        self.fit_ = self._fit_one(train, seed)
+        if int(self.n_bootstrap):
+            # the full-data fit and the refits share one pool of n_threads workers, 1 gpboost
+            # thread each (gpboost's threads slow 600-row fits down)
+            self._in_refits = True
+            try:
+                self.fit_, self.boot_ = bootstrap_fits(self._fit_one, train, int(self.n_bootstrap), rng, seeds,
+                                                       n_threads=int(self.n_threads),
+                                                       full=lambda: self._fit_one(train, seed))
+            finally:
+                self._in_refits = False
+        else:
+            self.fit_, self.boot_ = self._fit_one(train, seed), []
         self.dropped_ = self.fit_.info["dropped"] if isinstance(self.fit_, RFit) else {}
         report_aliased(self, train, self.dropped_)
-        self._in_refits = True           # gpboost runs 1 thread per refit, n_threads refits at a time
-        try:
-            self.boot_ = bootstrap_fits(self._fit_one, train, int(self.n_bootstrap), rng, seeds,
-                                        n_threads=int(self.n_threads))
-        finally:
-            self._in_refits = False
 
     def _cate(self, fit, test: TrialData) -> np.ndarray:
         if isinstance(fit, RFit):
