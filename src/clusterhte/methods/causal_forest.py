@@ -455,7 +455,7 @@ class CausalForest(Estimator):
                               info={"interval": "econml little bags (not cluster-robust)"})
         point = self.forest_.predict(Xt).ravel()
         B = len(self.half_)
-        parts = [_split_predict(f, Xt) for f in self.half_]
+        parts = parallel_map(lambda f: _split_predict(f, Xt), self.half_, int(self.n_threads))
         T = np.column_stack([p[0] for p in parts])                  # (rows, B)
         D = np.column_stack([p[1] - p[2] for p in parts])           # half-forest differences
         scale = float(self.half_sample_trees) / float(self.n_estimators)
