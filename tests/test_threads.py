@@ -118,3 +118,20 @@ def test_parallel_map_keeps_order_and_checks_budget():
 def test_mermboost_rejects_bad_n_threads(value):
     with pytest.raises(methods.MethodError, match="n_threads"):
         methods.make("mermboost", {"n_threads": value})
+
+
+@pytest.mark.parametrize("name, params", [
+    ("ribart", dict(num_trees=10, num_burnin=5, num_mcmc=10, num_chains=1)),
+    ("mbcf", dict(num_trees_control=10, num_trees_moderate=5, num_burnin=5, num_mcmc=10, num_chains=1)),
+    ("mbcf", dict(num_trees_control=10, num_trees_moderate=5, num_burnin=0, num_gfr=2, num_mcmc=5, num_chains=2)),
+    ("megb", dict(n_estimators=30, n_bootstrap=0, max_iter=3)),
+    ("merf", dict(n_estimators=20, n_bootstrap=0, max_iter=3)),
+])
+def test_one_chain_or_no_refits_same_for_every_thread_count(name, params, tiny_crt):
+    """Where nothing runs in parallel the thread count reaches stochtree / LightGBM / the forest
+    builder only where that does not change the estimates (stochtree: never; its threads changed
+    the draws)."""
+    a, b = (methods.make(name, {**params, "n_threads": k}, random_state=5).fit(tiny_crt).predict(tiny_crt)
+            for k in (1, 2))
+    np.testing.assert_array_equal(a.point, b.point)
+    np.testing.assert_array_equal(a.lower, b.lower)

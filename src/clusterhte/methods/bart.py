@@ -615,15 +615,17 @@ class RandomInterceptBART(Estimator):
         keep_every`` sweeps.
     num_chains : independent chains (draws pooled, in chain order). With ``n_threads > 1`` the
         chains run ``n_threads`` at a time in forked worker processes (stochtree's sampler holds
-        the GIL), one stochtree thread each; every chain's seed depends on its number only and its
+        the GIL); every chain's seed depends on its number only and its
         forests come back through stochtree's JSON (exact), so the draws are the same for every
         ``n_threads``.
     keep_every : thinning.
     num_gfr : grow-from-root warm-start sweeps at the start of every chain (0 = MCMC from the root,
         as in R).
     min_samples_leaf : smallest leaf (stochtree; 5 by default).
-    n_threads : threads: with one chain, stochtree's tree sampler within it; with several, the
-        number of chains run at once (see ``num_chains``).
+    n_threads : chains run at once (see ``num_chains``). Each chain's sampler runs one stochtree
+        thread: stochtree's own threads changed the draws (max CATE difference 0.85 at 2 threads
+        against 1) and made a 600-row riBART fit 15 times slower (64 s against 4.3 s of wall time,
+        paper settings, ``benchmarks/crt_replicate.py``).
     """
 
     name = ""
@@ -674,14 +676,14 @@ class RandomInterceptBART(Estimator):
                 Xd, ys, groups, prior, num_trees=m, alpha=p["alpha"], beta=p["beta"],
                 min_samples_leaf=p["min_samples_leaf"], leaf_scale=leaf, sigma2_init=sigma2_init,
                 num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
-                keep_every=p["keep_every"], n_threads=1 if parallel else p["n_threads"],
+                keep_every=p["keep_every"], n_threads=1,
                 seed=int(seeds[2 * c] & 0x7FFFFFFF), rng=np.random.default_rng(seeds[2 * c + 1]))
             if parallel:       # sent back from a worker process: the forests as stochtree's JSON
                 out["forests"] = out["forests"].dump_json_string()
             return out
 
         # the chains' seeds depend on the chain number only; stochtree's sampler holds the GIL, so
-        # parallel chains run in forked processes, one stochtree thread each
+        # parallel chains run in forked processes; one stochtree thread per chain always
         chains = parallel_map(chain, range(p["num_chains"]), p["n_threads"] if parallel else 1, processes=True)
         if parallel:
             from stochtree import ForestContainer
@@ -794,7 +796,8 @@ class RiBART(RandomInterceptBART):
 
     Differences from dbarts: trees by stochtree (``min_samples_leaf``); b, s_b and sigma^2 are
     drawn once per tree sweep (dbarts: b once and ``n.thin`` slice steps of s_b per ``n.thin``
-    sweeps); chains run sequentially. ``rfx_sd_prior_scale`` is the half-Cauchy scale in units of sd(y).
+    sweeps); chains run in processes of our own (``n_threads`` at a time) rather than dbarts'
+    threads. ``rfx_sd_prior_scale`` is the half-Cauchy scale in units of sd(y).
     """
 
     name = "ribart"

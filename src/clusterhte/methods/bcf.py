@@ -57,7 +57,7 @@ from clusterhte.data.trial import TrialData
 from clusterhte.methods.bart import (check_float, check_int, check_sampler, features, quantile_interval,
                                      random_seed, rfx_variance_draws, sigma_prior)
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.bootstrap import n_workers, parallel_map
+from clusterhte.methods.bootstrap import parallel_map
 
 __all__ = ["MBCF"]
 
@@ -85,12 +85,13 @@ class MBCF(Estimator):
     min_samples_leaf : smallest leaf in both forests (stochtree).
     rfx_variance_prior_shape, rfx_variance_prior_scale : inverse-gamma prior of the random-effect
         group-parameter variance (stochtree parameterisation, standardized outcome scale).
-    n_threads : threads: with one chain (or a grow-from-root start), stochtree's threads; with
-        ``num_chains > 1`` and ``num_gfr = 0``, the number of chains run at once.
+    n_threads : chains run at once (``num_chains > 1`` and ``num_gfr = 0``). stochtree itself
+        always runs one thread: its threads change the draws and slow a 600-row fit down (see
+        :class:`~clusterhte.methods.bart.RandomInterceptBART`).
 
     Chains. With ``num_chains > 1`` and ``num_gfr = 0`` every chain is its own stochtree model
-    (seeded from ``random_state`` and the chain number only), run ``n_threads`` at a time in forked
-    processes and sent back as stochtree JSON (``BCFModel.to_json`` / ``from_json``), so the
+    (seeded from ``random_state`` and the chain number only, one stochtree thread), run
+    ``n_threads`` at a time in forked processes and sent back as stochtree JSON (``BCFModel.to_json`` / ``from_json``), so the
     draws are the same for every ``n_threads``; ``models_`` holds one stochtree model per chain,
     ``model_`` the first. (stochtree's own multi-chain loop draws the chains
     one after another from one generator; the pooled posterior is the same, the random numbers
@@ -156,7 +157,7 @@ class MBCF(Estimator):
 
         general = {"propensity_covariate": "none", "adaptive_coding": p["adaptive_coding"],
                    "num_chains": p["num_chains"], "keep_every": p["keep_every"],
-                   "num_threads": p["n_threads"], "sigma2_global_shape": shape,
+                   "num_threads": 1, "sigma2_global_shape": shape,
                    "sigma2_global_scale": scale, "standardize": True}
         seed = random_seed(self.random_state)
         if seed is not None:
@@ -191,12 +192,9 @@ class MBCF(Estimator):
             # number only, run n_threads at a time in forked processes (the sampler holds the GIL)
             # with one stochtree thread each, and sent back as stochtree JSON (exact)
             chain_seeds = (np.random.SeedSequence(seed).generate_state(C) & 0x7FFFFFFF).tolist()
-            workers = n_workers(p["n_threads"], C)
 
             def chain(c: int) -> str:
-                g = {**general, "num_chains": 1, "random_seed": int(chain_seeds[c]),
-                     "num_threads": 1 if workers > 1 else p["n_threads"]}
-                return sample(g).to_json()
+                return sample({**general, "num_chains": 1, "random_seed": int(chain_seeds[c])}).to_json()
 
             self.models_ = []
             for js in parallel_map(chain, range(C), p["n_threads"], processes=True):

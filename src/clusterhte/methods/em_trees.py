@@ -1107,10 +1107,11 @@ class MEGB(_EMTrees):
       ``effect_shrinkage``: ``"test"`` (default) or ``"slope"`` (the previous calibration);
       ``effect_interval``: ``"hull"`` (default) or ``"shrunk"`` (module docstring, Intervals).
     * Intervals: cluster bootstrap (module docstring); ``n_bootstrap=0`` gives NaN intervals.
-    * ``n_threads``: the full-data fit and the refits run ``n_threads`` at a time on a thread pool,
-      one LightGBM thread each (LightGBM at 2 threads was 3-6 times slower on a 600-row fit);
-      refit ``k`` keeps the ``k``-th sample and seed, so the estimates are the same for every
-      ``n_threads``. Without refits LightGBM gets the ``n_threads`` threads.
+    * ``n_threads``: the full-data fit and the refits run ``n_threads`` at a time on a thread pool
+      (LightGBM releases the GIL), one LightGBM thread each; refit ``k`` keeps the ``k``-th
+      sample and seed, so the estimates are the same for every ``n_threads``. LightGBM never gets
+      more than one thread: with 2 its 600-row fits were 3-60 times slower (OpenMP on a loaded
+      2-core machine).
     """
 
     name = "megb"
@@ -1137,6 +1138,11 @@ class MEGB(_EMTrees):
                 f"makes the S-learner additive in the treatment, so the CATE is constant); got {self.max_depth!r}")
         if self.subsample > 1:
             raise MethodError(f"method '{self.name}': hyperparameter 'subsample' must be in (0, 1], got {self.subsample!r}")
+
+    def _library_threads(self) -> int:
+        """Always 1: LightGBM's OpenMP threads made 600-row fits 3-60 times slower on a loaded
+        2-core machine; ``n_threads`` sets how many fits (full data, refits) run at once."""
+        return 1
 
     def _learner(self, seed: int):
         params = {"objective": "regression", "learning_rate": float(self.learning_rate),
