@@ -23,7 +23,9 @@ Target (issue 14): all eleven under 60 s on one core at the paper settings.
 ``n_threads = 1`` and at ``n_threads = N``; the table gives both wall times, the CPU seconds of the
 N-thread fit (this process and its worker processes) and the wall-time speedup, and checks that
 the two fits give the same estimates (``max |diff|``, expected 0). ``--save`` / ``--compare`` use
-the 1-thread estimates. Threads shorten the wall time of a fit job; the CPU seconds (the one-core
+the 1-thread estimates. The machine's parallel capacity (the speedup of pure CPU work on N
+processes, timed before and after) is printed too: on a shared machine a method's speedup can only
+be judged against it. Threads shorten the wall time of a fit job; the CPU seconds (the one-core
 figure) do not fall.
 """
 
@@ -42,6 +44,26 @@ import numpy as np  # noqa: E402
 
 from clusterhte import config as chconfig, methods  # noqa: E402
 from clusterhte.simulate import crt_designs  # noqa: E402
+
+
+def _burn(_) -> int:
+    s = 0
+    for i in range(3_000_000):
+        s += i
+    return s
+
+
+def parallel_capacity(n: int) -> float:
+    """Wall-time speedup of ``2 n`` pure-Python CPU tasks on ``n`` forked processes over running
+    them one after another: the most any method can gain from ``n`` threads on this machine at
+    this moment (about ``n`` on an idle machine, about 1 when other jobs hold the cores)."""
+    from clusterhte.methods.bootstrap import parallel_map
+
+    t0 = time.perf_counter()
+    parallel_map(_burn, range(2 * n), 1)
+    t1 = time.perf_counter()
+    parallel_map(_burn, range(2 * n), n, processes=True)
+    return (t1 - t0) / (time.perf_counter() - t1)
 
 
 def max_abs_diff(u: np.ndarray, v: np.ndarray) -> float:
@@ -130,6 +152,7 @@ def main():
                 for k in ("point", "lower", "upper")}
 
     N = a.threads
+    cap0 = parallel_capacity(N) if N > 1 else 1.0
     head = f"{'method':<10} {'seconds':>8} {'CPU s':>8} {'x baseline':>11} {'PEHE in':>8}"
     if N > 1:
         head += f" {f'wall {N}t':>8} {f'CPU {N}t':>8} {'speedup':>8} {'max|diff|':>10}"
@@ -165,6 +188,10 @@ def main():
     line = f"{'all ' + str(len(names)):<10} {total:>8.2f} {total_cpu:>8.2f} {total / base:>11.2f} {'':>8}"
     if N > 1:
         line += f" {total_n:>8.2f} {total_cpu_n:>8.2f} {total / total_n:>8.2f}"
+        cap1 = parallel_capacity(N)
+        line += (f"\nparallel capacity of this machine for {N} workers (pure-Python CPU tasks in {N} processes "
+                 f"against one after another), before/after: {cap0:.2f} / {cap1:.2f}; "
+                 f"{os.getloadavg()[0]:.1f} load average at the end")
     print(line + "\n(target for all 11 at paper settings: < 60 s on one core; threads shorten the wall time, "
           "not the CPU seconds)")
     if a.chains is not None:
