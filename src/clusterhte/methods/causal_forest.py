@@ -128,7 +128,7 @@ from scipy.stats import t as student_t
 from clusterhte.data.trial import TrialData
 from clusterhte.folds import cluster_folds, cluster_strata, n_folds
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.bootstrap import ordered_draws, parallel_map
+from clusterhte.methods.bootstrap import n_workers, ordered_draws, parallel_map
 from clusterhte.methods.em_trees import check_crt, check_nonnegative_int, check_positive, seed_streams
 
 __all__ = ["CausalForest", "cluster_folds", "cluster_half_sample", "half_sample_sizes"]
@@ -241,13 +241,11 @@ class ClusterHonestForest:
                 tree, X, moments, rows_grow, rows_est, sample_weight=None, store_jac=True)
             return tree
 
-        if self.n_jobs > 1:      # econml's builder releases the GIL: threads, as econml does
-            from joblib import Parallel, delayed
-
-            self.estimators_ = Parallel(n_jobs=self.n_jobs, backend="threading")(
-                delayed(grow_tree)(t) for t in range(self.n_estimators))
-        else:
-            self.estimators_ = [grow_tree(t) for t in range(self.n_estimators)]
+        # econml's builder releases the GIL: threads, as econml does; each thread grows one
+        # contiguous block of trees (no per-tree dispatch), trees kept in order
+        blocks = np.array_split(np.arange(self.n_estimators), n_workers(self.n_jobs, self.n_estimators))
+        self.estimators_ = [tree for block in parallel_map(lambda b: [grow_tree(t) for t in b], blocks, self.n_jobs)
+                            for tree in block]
         return self
 
     def predict_alpha_and_jac(self, X: np.ndarray, slice=None) -> tuple[np.ndarray, np.ndarray]:

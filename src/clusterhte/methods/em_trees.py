@@ -136,7 +136,8 @@ import pandas as pd
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.bootstrap import bootstrap_result, ordered_draws, parallel_map, resample_clusters
+from clusterhte.methods.bootstrap import (bootstrap_result, n_workers, ordered_draws, parallel_map,
+                                         resample_clusters)
 
 _FLOOR = 1e-10
 
@@ -1022,11 +1023,14 @@ class RandomForest:
             return tree
 
         if self.n_jobs > 1 or self.n_jobs == -1:           # the tree builder releases the GIL
-            from concurrent.futures import ThreadPoolExecutor
+            # each thread grows one contiguous block of trees (no per-tree dispatch), in order
+            blocks = np.array_split(np.asarray(seeds), n_workers(self.n_jobs, len(seeds)))
 
-            workers = None if self.n_jobs == -1 else self.n_jobs
-            with ThreadPoolExecutor(workers) as pool:
-                self.estimators_ = list(pool.map(lambda s: grow(s, np.random.RandomState(s)), seeds))
+            def grow_block(block):
+                rs = np.random.RandomState(0)
+                return [grow(int(s), rs) for s in block]
+
+            self.estimators_ = [t for b in parallel_map(grow_block, blocks, self.n_jobs) for t in b]
         else:
             rs = np.random.RandomState(0)
             self.estimators_ = [grow(s, rs) for s in seeds]
