@@ -135,3 +135,15 @@ def test_one_chain_or_no_refits_same_for_every_thread_count(name, params, tiny_c
             for k in (1, 2))
     np.testing.assert_array_equal(a.point, b.point)
     np.testing.assert_array_equal(a.lower, b.lower)
+
+
+def test_bart_forests_of_parallel_chains_rerun_identically(tiny_crt):
+    """Chains run in worker processes send back their treatment trees only; the whole forests
+    (posterior predictive of the outcome) are re-run in the calling process with the same seeds."""
+    a, b = (methods.make("mixedbart", {**TINY["mixedbart"], "n_threads": k}, random_state=5).fit(tiny_crt)
+            for k in (1, 2))
+    assert b.chains_[0]["forests"] is None and a.chains_[0]["forests"] is not None
+    pa, pb = a.predict_outcome(tiny_crt), b.predict_outcome(tiny_crt)
+    for k in ("marginal", "conditional", "replicates"):
+        np.testing.assert_array_equal(getattr(pa, k), getattr(pb, k), err_msg=k)
+    np.testing.assert_array_equal(a.cate_draws(tiny_crt), b.cate_draws(tiny_crt))

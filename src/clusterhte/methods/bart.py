@@ -615,9 +615,10 @@ class RandomInterceptBART(Estimator):
         keep_every`` sweeps.
     num_chains : independent chains (draws pooled, in chain order). With ``n_threads > 1`` the
         chains run ``n_threads`` at a time in forked worker processes (stochtree's sampler holds
-        the GIL); every chain's seed depends on its number only and its
-        forests come back through stochtree's JSON (exact), so the draws are the same for every
-        ``n_threads``.
+        the GIL); every chain's seed depends on its number only, so the draws are the same for
+        every ``n_threads``. A worker sends back the trees that split on the treatment as arrays
+        (all the CATE draws use); the whole forests, needed only by :meth:`predict_outcome`, are
+        then re-run in the calling process the first time they are needed.
     keep_every : thinning.
     num_gfr : grow-from-root warm-start sweeps at the start of every chain (0 = MCMC from the root,
         as in R).
@@ -668,30 +669,28 @@ class RandomInterceptBART(Estimator):
         leaf = ((np.ptp(y) / sd_y) / (2.0 * p["k"])) ** 2 / m
         prior, sigma2_init = self._prior(y, Xd, groups, p)
         seed = random_seed(self.random_state)
-        seeds = np.random.SeedSequence(seed).generate_state(2 * p["num_chains"])
+        self._chain_inputs = {
+            "X": Xd, "y": ys, "groups": groups, "prior": prior,
+            "seeds": np.random.SeedSequence(seed).generate_state(2 * p["num_chains"]),
+            "kw": dict(num_trees=m, alpha=p["alpha"], beta=p["beta"], min_samples_leaf=p["min_samples_leaf"],
+                       leaf_scale=leaf, sigma2_init=sigma2_init, num_gfr=p["num_gfr"], num_burnin=p["num_burnin"],
+                       num_mcmc=p["num_mcmc"], keep_every=p["keep_every"], n_threads=1)}
         parallel = p["num_chains"] > 1 and n_workers(p["n_threads"], p["num_chains"]) > 1
 
         def chain(c: int) -> dict:
-            out = run_chain(
-                Xd, ys, groups, prior, num_trees=m, alpha=p["alpha"], beta=p["beta"],
-                min_samples_leaf=p["min_samples_leaf"], leaf_scale=leaf, sigma2_init=sigma2_init,
-                num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
-                keep_every=p["keep_every"], n_threads=1,
-                seed=int(seeds[2 * c] & 0x7FFFFFFF), rng=np.random.default_rng(seeds[2 * c + 1]))
-            if parallel:       # sent back from a worker process: the forests as stochtree's JSON
-                out["forests"] = out["forests"].dump_json_string()
+            out = self._run_chain(c)
+            if parallel:
+                # from a worker process only the trees that split on the treatment come back, as
+                # arrays (all the CATE draws need; stochtree's JSON of the whole forests took twice
+                # as long as the chain); the forests themselves are re-run here if ever needed
+                forests = out.pop("forests")
+                out.update(forests=None, trees=treatment_trees(forests, Xd.shape[1]),
+                           n_draws=forests.num_samples())
             return out
 
         # the chains' seeds depend on the chain number only; stochtree's sampler holds the GIL, so
         # parallel chains run in forked processes; one stochtree thread per chain always
         chains = parallel_map(chain, range(p["num_chains"]), p["n_threads"] if parallel else 1, processes=True)
-        if parallel:
-            from stochtree import ForestContainer
-
-            for c in chains:
-                fc = ForestContainer(m, 1, True, False)
-                fc.load_from_json_string(c["forests"])
-                c["forests"] = fc
         self.chains_ = chains
         self.prior_ = prior
         self.n_clusters_ = int(groups.max()) + 1
@@ -700,14 +699,28 @@ class RandomInterceptBART(Estimator):
         self.sigma2_draws_ = np.concatenate([c["sigma2"] for c in chains]) * sd_y ** 2
         self.ranef_draws_ = np.vstack([c["b"] for c in chains]) * sd_y       # (draws, clusters)
 
+    def _run_chain(self, c: int) -> dict:
+        """Chain ``c`` of the fit (:func:`run_chain`; its seeds depend on ``c`` only)."""
+        a = self._chain_inputs
+        return run_chain(a["X"], a["y"], a["groups"], a["prior"], **a["kw"], seed=int(a["seeds"][2 * c] & 0x7FFFFFFF),
+                         rng=np.random.default_rng(a["seeds"][2 * c + 1]))
+
+    def _chain_forests(self, c: int):
+        """The kept forests of chain ``c``; a chain that ran in a worker process is run again here
+        (same seeds, so the same forests) the first time they are needed."""
+        ch = self.chains_[c]
+        if ch["forests"] is None:
+            ch["forests"] = self._run_chain(c)["forests"]
+        return ch["forests"]
+
     def _forest_draws(self, X: np.ndarray) -> np.ndarray:
         """(rows, draws) posterior draws of f on the outcome scale, chains concatenated."""
         from stochtree import Dataset
 
         data = Dataset()
         data.add_covariates(np.ascontiguousarray(X, dtype=float))
-        f = np.hstack([np.asarray(c["forests"].predict(data), dtype=float).reshape(X.shape[0], -1)
-                       for c in self.chains_])
+        f = np.hstack([np.asarray(self._chain_forests(c).predict(data), dtype=float).reshape(X.shape[0], -1)
+                       for c in range(len(self.chains_))])
         return f * self.y_sd_ + self.y_mean_
 
     def _treatment_trees(self):
@@ -717,14 +730,17 @@ class RandomInterceptBART(Estimator):
             p = len(self.covariates_) + 1
             parts, offset, nodes = [], 0, 0
             for c in self.chains_:
-                t = treatment_trees(c["forests"], p, offset)
+                if c["forests"] is None:         # extracted in the worker process that ran the chain
+                    t, n_draws = c["trees"], c["n_draws"]
+                else:
+                    t, n_draws = treatment_trees(c["forests"], p), c["forests"].num_samples()
                 if t is None:
                     parts = None
                     break
                 draw, start, feat, thr, left, right, value = t      # node numbers after the earlier chains'
-                parts.append((draw, start + nodes, feat, thr, np.where(left >= 0, left + nodes, -1),
+                parts.append((draw + offset, start + nodes, feat, thr, np.where(left >= 0, left + nodes, -1),
                               np.where(right >= 0, right + nodes, -1), value))
-                offset += c["forests"].num_samples()
+                offset += n_draws
                 nodes += feat.size
             self.treatment_trees_ = (None if parts is None or _tree_contrasts is None else
                                      (offset, tuple(np.concatenate(z) for z in zip(*parts))))
