@@ -57,7 +57,7 @@ from clusterhte.data.trial import TrialData
 from clusterhte.methods.bart import (check_float, check_int, check_sampler, features, quantile_interval,
                                      random_seed, rfx_variance_draws, sigma_prior)
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.bootstrap import parallel_map
+from clusterhte.methods.bootstrap import n_workers, parallel_map
 
 __all__ = ["MBCF"]
 
@@ -90,13 +90,14 @@ class MBCF(Estimator):
         :class:`~clusterhte.methods.bart.RandomInterceptBART`).
 
     Chains. With ``num_chains > 1`` and ``num_gfr = 0`` every chain is its own stochtree model
-    (seeded from ``random_state`` and the chain number only, one stochtree thread), run
-    ``n_threads`` at a time in forked processes and sent back as stochtree JSON (``BCFModel.to_json`` / ``from_json``), so the
-    draws are the same for every ``n_threads``; ``models_`` holds one stochtree model per chain,
-    ``model_`` the first. (stochtree's own multi-chain loop draws the chains
-    one after another from one generator; the pooled posterior is the same, the random numbers
-    are not.) With ``num_gfr > 0`` the chains start from one shared grow-from-root run, in
-    stochtree's loop.
+    (seeded from ``random_state`` and the chain number only, one stochtree thread). With
+    ``n_threads > 1`` the chains run ``n_threads`` at a time in forked processes and come back as
+    stochtree JSON (``BCFModel.to_json`` / ``from_json``, exact for the CATE draws) without the
+    prognostic forest, which the CATE draws do not use; so the draws are the same for every
+    ``n_threads``. ``models_`` holds one stochtree model per chain, ``model_`` the first.
+    (stochtree's own multi-chain loop draws the chains one after another from one generator; the
+    pooled posterior is the same, the random numbers are not.) With ``num_gfr > 0`` the chains
+    start from one shared grow-from-root run, in stochtree's loop.
     """
 
     name = "mbcf"
@@ -192,15 +193,24 @@ class MBCF(Estimator):
             # number only, run n_threads at a time in forked processes (the sampler holds the GIL)
             # with one stochtree thread each, and sent back as stochtree JSON (exact)
             chain_seeds = (np.random.SeedSequence(seed).generate_state(C) & 0x7FFFFFFF).tolist()
+            parallel = n_workers(p["n_threads"], C) > 1
 
-            def chain(c: int) -> str:
-                return sample({**general, "num_chains": 1, "random_seed": int(chain_seeds[c])}).to_json()
+            def chain(c: int):
+                model = sample({**general, "num_chains": 1, "random_seed": int(chain_seeds[c])})
+                if not parallel:
+                    return model
+                # from a worker process: stochtree's JSON without the prognostic forest (the CATE
+                # draws do not use it; its 250 trees made the JSON cost more than the chain)
+                from stochtree import ForestContainer
 
-            self.models_ = []
-            for js in parallel_map(chain, range(C), p["n_threads"], processes=True):
-                model = BCFModel()
-                model.from_json(js)
-                self.models_.append(model)
+                model.forest_container_mu = ForestContainer(mc, 1, True, False)
+                return model.to_json()
+
+            self.models_ = parallel_map(chain, range(C), p["n_threads"], processes=True)
+            if parallel:
+                for k, js in enumerate(self.models_):
+                    self.models_[k] = BCFModel()
+                    self.models_[k].from_json(js)
         self.model_ = self.models_[0]
         self.n_clusters_ = int(groups.max()) + 1
 
