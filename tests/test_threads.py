@@ -93,15 +93,6 @@ def test_bart_chains_pooled_in_chain_order(tiny_crt):
     assert d.shape == (3, 10) and not np.array_equal(d[0], d[1])
 
 
-def test_mbcf_chains_are_separate_models(tiny_crt):
-    est = methods.make("mbcf", {**TINY["mbcf"], "n_threads": 2}, random_state=5).fit(tiny_crt)
-    r = est.predict(tiny_crt)
-    assert len(est.models_) == 3 and r.draws.shape == (tiny_crt.n, 30)
-    one = est.models_[1].predict(tiny_crt.X(est.covariates_), np.ones(tiny_crt.n), propensity=np.full(tiny_crt.n, 0.5),
-                                 rfx_group_ids=np.zeros(tiny_crt.n, dtype=np.int32), type="posterior", terms="cate")
-    np.testing.assert_array_equal(r.draws[:, 10:20], np.asarray(one).reshape(tiny_crt.n, -1))
-
-
 def test_parallel_map_keeps_order_and_checks_budget():
     from clusterhte.methods.bootstrap import n_workers, ordered_draws, parallel_map
 

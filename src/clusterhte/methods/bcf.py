@@ -57,7 +57,6 @@ from clusterhte.data.trial import TrialData
 from clusterhte.methods.bart import (check_float, check_int, check_sampler, features, quantile_interval,
                                      random_seed, rfx_variance_draws, sigma_prior)
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.bootstrap import n_workers, parallel_map
 
 __all__ = ["MBCF"]
 
@@ -85,19 +84,14 @@ class MBCF(Estimator):
     min_samples_leaf : smallest leaf in both forests (stochtree).
     rfx_variance_prior_shape, rfx_variance_prior_scale : inverse-gamma prior of the random-effect
         group-parameter variance (stochtree parameterisation, standardized outcome scale).
-    n_threads : chains run at once (``num_chains > 1`` and ``num_gfr = 0``). stochtree itself
-        always runs one thread: its threads change the draws and slow a 600-row fit down (see
-        :class:`~clusterhte.methods.bart.RandomInterceptBART`).
-
-    Chains. With ``num_chains > 1`` and ``num_gfr = 0`` every chain is its own stochtree model
-    (seeded from ``random_state`` and the chain number only, one stochtree thread). With
-    ``n_threads > 1`` the chains run ``n_threads`` at a time in forked processes and come back as
-    stochtree JSON (``BCFModel.to_json`` / ``from_json``, exact for the CATE draws) without the
-    prognostic forest, which the CATE draws do not use; so the draws are the same for every
-    ``n_threads``. ``models_`` holds one stochtree model per chain, ``model_`` the first.
-    (stochtree's own multi-chain loop draws the chains one after another from one generator; the
-    pooled posterior is the same, the random numbers are not.) With ``num_gfr > 0`` the chains
-    start from one shared grow-from-root run, in stochtree's loop.
+    n_threads : accepted for the workflow's thread count, not used: stochtree runs one thread (its
+        threads changed the draws and slowed a 600-row fit down, see
+        :class:`~clusterhte.methods.bart.RandomInterceptBART`), and the chains run one after
+        another in stochtree's loop. Running them in worker processes was slower: a chain's
+        model has to come back as stochtree JSON, which for 1000 draws cost more than the chain
+        (2 chains at the paper settings: 37 s one after another, 57 s in 2 processes, even
+        without the prognostic forest; ``benchmarks/crt_replicate.py --methods mbcf --chains 2
+        --threads 2``). The estimates are the same for every ``n_threads``.
     """
 
     name = "mbcf"
@@ -175,43 +169,13 @@ class MBCF(Estimator):
         rfx = {"model_spec": "intercept_only",
                "variance_prior_shape": p["rfx_variance_prior_shape"],
                "variance_prior_scale": p["rfx_variance_prior_scale"]}
-        def sample(general: dict) -> BCFModel:
-            model = BCFModel()
-            model.sample(X_train=X, Z_train=np.ascontiguousarray(A), y_train=y,
-                         propensity_train=np.full(train.n, 0.5), rfx_group_ids_train=groups,
-                         num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
-                         general_params=general, prognostic_forest_params=prognostic,
-                         treatment_effect_forest_params=moderate, random_effects_params=rfx)
-            return model
-
-        C = p["num_chains"]
-        if C == 1 or p["num_gfr"] > 0:
-            # one chain, or chains started from a shared grow-from-root run: stochtree's own loop
-            self.models_ = [sample(general)]
-        else:
-            # independent chains, each its own stochtree model with a seed that depends on the chain
-            # number only, run n_threads at a time in forked processes (the sampler holds the GIL)
-            # with one stochtree thread each, and sent back as stochtree JSON (exact)
-            chain_seeds = (np.random.SeedSequence(seed).generate_state(C) & 0x7FFFFFFF).tolist()
-            parallel = n_workers(p["n_threads"], C) > 1
-
-            def chain(c: int):
-                model = sample({**general, "num_chains": 1, "random_seed": int(chain_seeds[c])})
-                if not parallel:
-                    return model
-                # from a worker process: stochtree's JSON without the prognostic forest (the CATE
-                # draws do not use it; its 250 trees made the JSON cost more than the chain)
-                from stochtree import ForestContainer
-
-                model.forest_container_mu = ForestContainer(mc, 1, True, False)
-                return model.to_json()
-
-            self.models_ = parallel_map(chain, range(C), p["n_threads"], processes=True)
-            if parallel:
-                for k, js in enumerate(self.models_):
-                    self.models_[k] = BCFModel()
-                    self.models_[k].from_json(js)
-        self.model_ = self.models_[0]
+        model = BCFModel()
+        model.sample(X_train=X, Z_train=np.ascontiguousarray(A), y_train=y,
+                     propensity_train=np.full(train.n, 0.5), rfx_group_ids_train=groups,
+                     num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
+                     general_params=general, prognostic_forest_params=prognostic,
+                     treatment_effect_forest_params=moderate, random_effects_params=rfx)
+        self.model_ = model
         self.n_clusters_ = int(groups.max()) + 1
 
     def cate_draws(self, test: TrialData) -> np.ndarray:
@@ -221,9 +185,9 @@ class MBCF(Estimator):
         # stochtree demands group ids whenever the model has random effects, even for the CATE
         # term, which does not use them: pass the first training cluster for every row.
         ids = np.zeros(n, dtype=np.int32)
-        return np.hstack([np.asarray(m.predict(X, np.ones(n), propensity=np.full(n, 0.5), rfx_group_ids=ids,
-                                               type="posterior", terms="cate"), dtype=float).reshape(n, -1)
-                          for m in self.models_])
+        tau = self.model_.predict(X, np.ones(n), propensity=np.full(n, 0.5), rfx_group_ids=ids,
+                                  type="posterior", terms="cate")
+        return np.asarray(tau, dtype=float).reshape(n, -1)
 
     def _predict(self, test: TrialData) -> CateResult:
         draws = self.cate_draws(test)
@@ -231,10 +195,8 @@ class MBCF(Estimator):
             raise MethodError(f"method '{self.name}': non-finite CATE draws on {test.name}")
         res = quantile_interval(draws)
         res.info.update({"library": "stochtree", "n_draws": int(draws.shape[1]),
-                         "sigma2_posterior_mean": float(np.mean(np.concatenate(
-                             [np.ravel(m.global_var_samples) for m in self.models_])))})
-        parts = [rfx_variance_draws(m) for m in self.models_]
-        rfx_var = None if any(v is None for v in parts) else np.concatenate(parts)
+                         "sigma2_posterior_mean": float(np.mean(self.model_.global_var_samples))})
+        rfx_var = rfx_variance_draws(self.model_)
         if rfx_var is not None:
             res.info["rfx_variance_posterior_mean"] = float(np.mean(rfx_var))
         return res
