@@ -3,6 +3,9 @@ hyperparameters that trigger reruns, and BLAS/OpenMP pools are limited to it."""
 
 import os
 
+import numpy as np
+import pytest
+
 from clusterhte import methods, smk
 from clusterhte.stages.fitting import with_threads
 
@@ -53,8 +56,6 @@ def test_otr_scripts_limit_threads():
 # Each method's independent refits (bootstrap, half-samples, CV folds) or MCMC chains run
 # n_threads at a time; every refit and chain keeps its own seed, so the estimates must be the same
 # bit for bit at any thread count (tiny settings: a few seconds in all).
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 
 TINY = {
     "merf": dict(n_estimators=20, bootstrap_trees=10, n_bootstrap=3, max_iter=3),
