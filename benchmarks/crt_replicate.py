@@ -4,6 +4,7 @@ clusters, CATEs for them and for 50 new clusters), each also as a ratio to a sam
 runs on a loaded machine; and our LMM against that baseline.
 
     .venv/bin/python benchmarks/crt_replicate.py [--settings quick|paper] [--methods cf,merf] [--save F.npz]
+        [--threads N] [--chains C]
 
 Imports and the numba compilation (mixed-model kernels, BART treatment-tree contrasts) happen before the timings (a fit job
 pays them once for its chunk of replicates). Each method is timed on the wall clock and on the
@@ -17,6 +18,15 @@ such a file).
 (config/config.yaml). ``--settings paper``: config/methods.yaml with the ``crt`` overrides of
 config/paper.yaml (the paper's MCMC lengths and bootstrap sizes; ``--paper`` is the same).
 Target (issue 14): all eleven under 60 s on one core at the paper settings.
+
+``--threads N`` (N > 1): every method that takes ``n_threads`` is fitted twice in this process, at
+``n_threads = 1`` and at ``n_threads = N``; the table gives both wall times, the CPU seconds of the
+N-thread fit (this process and its worker processes) and the wall-time speedup, and checks that
+the two fits give the same estimates (``max |diff|``, expected 0). ``--save`` / ``--compare`` use
+the 1-thread estimates. The machine's parallel capacity (the speedup of pure CPU work on N
+processes, timed before and after) is printed too: on a shared machine a method's speedup can only
+be judged against it. Threads shorten the wall time of a fit job; the CPU seconds (the one-core
+figure) do not fall.
 """
 
 from __future__ import annotations
@@ -36,6 +46,33 @@ from clusterhte import config as chconfig, methods  # noqa: E402
 from clusterhte.simulate import crt_designs  # noqa: E402
 
 
+def _burn(_) -> int:
+    s = 0
+    for i in range(3_000_000):
+        s += i
+    return s
+
+
+def parallel_capacity(n: int) -> float:
+    """Wall-time speedup of ``2 n`` pure-Python CPU tasks on ``n`` forked processes over running
+    them one after another: the most any method can gain from ``n`` threads on this machine at
+    this moment (about ``n`` on an idle machine, about 1 when other jobs hold the cores)."""
+    from clusterhte.methods.bootstrap import parallel_map
+
+    t0 = time.perf_counter()
+    parallel_map(_burn, range(2 * n), 1)
+    t1 = time.perf_counter()
+    parallel_map(_burn, range(2 * n), n, processes=True)
+    return (t1 - t0) / (time.perf_counter() - t1)
+
+
+def max_abs_diff(u: np.ndarray, v: np.ndarray) -> float:
+    """Largest |u - v|, NaN where both are NaN counting as equal (inf if only one is NaN)."""
+    both = np.isnan(u) & np.isnan(v)
+    d = np.where(both, 0.0, np.abs(u - v))
+    return float(np.max(np.where(np.isnan(d), np.inf, d))) if d.size else 0.0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="config/config.yaml")
@@ -48,7 +85,15 @@ def main():
     ap.add_argument("--baseline-reps", type=int, default=20)
     ap.add_argument("--save", default=None, help="write the estimates to this .npz file")
     ap.add_argument("--compare", default=None, help="compare the estimates with this .npz file")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="also fit with n_threads=N and report the wall-time speedup over n_threads=1")
+    ap.add_argument("--chains", type=int, default=None,
+                    help="num_chains of ribart, mixedbart, stan4bart and mbcf (default: the settings')")
     a = ap.parse_args()
+    if a.chains is not None and a.chains < 1:
+        raise SystemExit(f"--chains must be >= 1, got {a.chains}")
+    if a.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {a.threads}")
     paper = a.paper or a.settings == "paper"
     mcfg = chconfig.load_yaml(a.methods_config)
     study = (chconfig.load_yaml(a.paper_config).get("crt", {}) if paper
@@ -91,27 +136,66 @@ def main():
     if {"ribart", "mixedbart", "stan4bart"} & set(names):   # the BART treatment-tree kernel
         methods.make("ribart", dict(num_trees=5, num_burnin=5, num_mcmc=5, num_chains=1, keep_every=1),
                      random_state=1).fit(train).predict(train)
-    print(f"{'method':<10} {'seconds':>8} {'CPU s':>8} {'x baseline':>11} {'PEHE in':>8}")
-    total = total_cpu = 0.0
-    saved = {}
-    for name in names:
-        params = chconfig.method_params(mcfg, study, name)
-        t0, c0 = time.perf_counter(), time.process_time()
+
+    def run(name, params):
+        t0, c0, ch0 = time.perf_counter(), time.process_time(), os.times()
         est = methods.make(name, params, random_state=1).fit(train)
         r_in = est.predict(train)
         r_out = est.predict(test)
-        t, c = time.perf_counter() - t0, time.process_time() - c0
+        ch1 = os.times()
+        cpu = time.process_time() - c0 + (ch1.children_user - ch0.children_user) + (ch1.children_system
+                                                                                    - ch0.children_system)
+        return time.perf_counter() - t0, cpu, r_in, r_out
+
+    def estimates(r_in, r_out):
+        return {f"{part}/{k}": np.asarray(getattr(r, k), float) for part, r in (("in", r_in), ("out", r_out))
+                for k in ("point", "lower", "upper")}
+
+    N = a.threads
+    cap0 = parallel_capacity(N) if N > 1 else 1.0
+    head = f"{'method':<10} {'seconds':>8} {'CPU s':>8} {'x baseline':>11} {'PEHE in':>8}"
+    if N > 1:
+        head += f" {f'wall {N}t':>8} {f'CPU {N}t':>8} {'speedup':>8} {'max|diff|':>10}"
+    print(head)
+    total = total_cpu = total_n = total_cpu_n = 0.0
+    saved = {}
+    for name in names:
+        params = chconfig.method_params(mcfg, study, name)
+        if a.chains is not None and "num_chains" in params:
+            params["num_chains"] = a.chains
+        if "n_threads" in methods.get(name).param_names():
+            params = {**params, "n_threads": 1}
+        t, c, r_in, r_out = run(name, params)
         total += t
         total_cpu += c
-        for part, r in (("in", r_in), ("out", r_out)):
-            for k in ("point", "lower", "upper"):
-                saved[f"{name}/{part}/{k}"] = np.asarray(getattr(r, k), float)
-        print(f"{name:<10} {t:>8.2f} {c:>8.2f} {t / base0:>11.2f} {np.sqrt(np.mean((r_in.point - tau) ** 2)):>8.3f}",
-              flush=True)
+        e1 = estimates(r_in, r_out)
+        saved.update({f"{name}/{k}": v for k, v in e1.items()})
+        line = f"{name:<10} {t:>8.2f} {c:>8.2f} {t / base0:>11.2f} {np.sqrt(np.mean((r_in.point - tau) ** 2)):>8.3f}"
+        if N > 1:
+            if "n_threads" in params:
+                tn, cn, *rn = run(name, {**params, "n_threads": N})
+                en = estimates(*rn)
+                diff = max(max_abs_diff(v, en[k]) for k, v in e1.items())
+                line += f" {tn:>8.2f} {cn:>8.2f} {t / tn:>8.2f} {diff:>10.3g}"
+            else:
+                tn, cn = t, c
+                line += f" {'-':>8} {'-':>8} {'-':>8} {'-':>10}"
+            total_n += tn
+            total_cpu_n += cn
+        print(line, flush=True)
     base1 = baseline()
     base = 0.5 * (base0 + base1)
-    print(f"{'all ' + str(len(names)):<10} {total:>8.2f} {total_cpu:>8.2f} {total / base:>11.2f}   (target for all "
-          "11 at paper settings: < 60 s on one core)")
+    line = f"{'all ' + str(len(names)):<10} {total:>8.2f} {total_cpu:>8.2f} {total / base:>11.2f} {'':>8}"
+    if N > 1:
+        line += f" {total_n:>8.2f} {total_cpu_n:>8.2f} {total / total_n:>8.2f}"
+        cap1 = parallel_capacity(N)
+        line += (f"\nparallel capacity of this machine for {N} workers (pure-Python CPU tasks in {N} processes "
+                 f"against one after another), before/after: {cap0:.2f} / {cap1:.2f}; "
+                 f"{os.getloadavg()[0]:.1f} load average at the end")
+    print(line + "\n(target for all 11 at paper settings: < 60 s on one core; threads shorten the wall time, "
+          "not the CPU seconds)")
+    if a.chains is not None:
+        print(f"num_chains = {a.chains} for the BART family and MBCF")
     if a.save:
         np.savez(a.save, **saved)
         print(f"estimates written to {a.save}")

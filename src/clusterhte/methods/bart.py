@@ -32,7 +32,8 @@ The sampler (one Gibbs sweep per iteration, :func:`run_chain`)
    under **the prior of each method's R original** (below).
 
 Everything runs on the standardized outcome (y - mean(y)) / sd(y); the priors below are stated on
-the outcome scale and converted. Chains run one after another and are pooled.
+the outcome scale and converted. Chains are pooled; with ``n_threads > 1`` they run concurrently in
+forked processes (same draws as one after another).
 
 The three methods differ in the random-effect prior (and the residual-variance prior)
 ---------------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ from scipy.stats import chi2, t as student_t
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
+from clusterhte.methods.bootstrap import n_workers, parallel_map
 
 __all__ = ["RiBART", "MixedBART", "Stan4BART", "RandomInterceptBART", "random_intercept_reml",
            "slice_sample_positive", "split_rhat_ess", "halfcauchy_sd_step", "hiw_variance_step", "iw_variance_step",
@@ -611,12 +613,20 @@ class RandomInterceptBART(Estimator):
     num_burnin : burn-in sweeps per chain.
     num_mcmc : retained draws per chain; each chain runs ``num_gfr + num_burnin + num_mcmc *
         keep_every`` sweeps.
-    num_chains : independent chains (run one after another, draws pooled).
+    num_chains : independent chains (draws pooled, in chain order). With ``n_threads > 1`` the
+        chains run ``n_threads`` at a time in forked worker processes (stochtree's sampler holds
+        the GIL); every chain's seed depends on its number only, so the draws are the same for
+        every ``n_threads``. A worker sends back the trees that split on the treatment as arrays
+        (all the CATE draws use); the whole forests, needed only by :meth:`predict_outcome`, are
+        then re-run in the calling process the first time they are needed.
     keep_every : thinning.
     num_gfr : grow-from-root warm-start sweeps at the start of every chain (0 = MCMC from the root,
         as in R).
     min_samples_leaf : smallest leaf (stochtree; 5 by default).
-    n_threads : threads of stochtree's tree sampler within a chain.
+    n_threads : chains run at once (see ``num_chains``). Each chain's sampler runs one stochtree
+        thread: stochtree's own threads changed the draws (max CATE difference 0.85 at 2 threads
+        against 1) and made a 600-row riBART fit 15 times slower (64 s against 4.3 s of wall time,
+        paper settings, ``benchmarks/crt_replicate.py``).
     """
 
     name = ""
@@ -659,15 +669,28 @@ class RandomInterceptBART(Estimator):
         leaf = ((np.ptp(y) / sd_y) / (2.0 * p["k"])) ** 2 / m
         prior, sigma2_init = self._prior(y, Xd, groups, p)
         seed = random_seed(self.random_state)
-        seeds = np.random.SeedSequence(seed).generate_state(2 * p["num_chains"])
-        chains = []
-        for c in range(p["num_chains"]):
-            chains.append(run_chain(
-                Xd, ys, groups, prior, num_trees=m, alpha=p["alpha"], beta=p["beta"],
-                min_samples_leaf=p["min_samples_leaf"], leaf_scale=leaf, sigma2_init=sigma2_init,
-                num_gfr=p["num_gfr"], num_burnin=p["num_burnin"], num_mcmc=p["num_mcmc"],
-                keep_every=p["keep_every"], n_threads=p["n_threads"],
-                seed=int(seeds[2 * c] & 0x7FFFFFFF), rng=np.random.default_rng(seeds[2 * c + 1])))
+        self._chain_inputs = {
+            "X": Xd, "y": ys, "groups": groups, "prior": prior,
+            "seeds": np.random.SeedSequence(seed).generate_state(2 * p["num_chains"]),
+            "kw": dict(num_trees=m, alpha=p["alpha"], beta=p["beta"], min_samples_leaf=p["min_samples_leaf"],
+                       leaf_scale=leaf, sigma2_init=sigma2_init, num_gfr=p["num_gfr"], num_burnin=p["num_burnin"],
+                       num_mcmc=p["num_mcmc"], keep_every=p["keep_every"], n_threads=1)}
+        parallel = p["num_chains"] > 1 and n_workers(p["n_threads"], p["num_chains"]) > 1
+
+        def chain(c: int) -> dict:
+            out = self._run_chain(c)
+            if parallel:
+                # from a worker process only the trees that split on the treatment come back, as
+                # arrays (all the CATE draws need; stochtree's JSON of the whole forests took twice
+                # as long as the chain); the forests themselves are re-run here if ever needed
+                forests = out.pop("forests")
+                out.update(forests=None, trees=treatment_trees(forests, Xd.shape[1]),
+                           n_draws=forests.num_samples())
+            return out
+
+        # the chains' seeds depend on the chain number only; stochtree's sampler holds the GIL, so
+        # parallel chains run in forked processes; one stochtree thread per chain always
+        chains = parallel_map(chain, range(p["num_chains"]), p["n_threads"] if parallel else 1, processes=True)
         self.chains_ = chains
         self.prior_ = prior
         self.n_clusters_ = int(groups.max()) + 1
@@ -676,14 +699,28 @@ class RandomInterceptBART(Estimator):
         self.sigma2_draws_ = np.concatenate([c["sigma2"] for c in chains]) * sd_y ** 2
         self.ranef_draws_ = np.vstack([c["b"] for c in chains]) * sd_y       # (draws, clusters)
 
+    def _run_chain(self, c: int) -> dict:
+        """Chain ``c`` of the fit (:func:`run_chain`; its seeds depend on ``c`` only)."""
+        a = self._chain_inputs
+        return run_chain(a["X"], a["y"], a["groups"], a["prior"], **a["kw"], seed=int(a["seeds"][2 * c] & 0x7FFFFFFF),
+                         rng=np.random.default_rng(a["seeds"][2 * c + 1]))
+
+    def _chain_forests(self, c: int):
+        """The kept forests of chain ``c``; a chain that ran in a worker process is run again here
+        (same seeds, so the same forests) the first time they are needed."""
+        ch = self.chains_[c]
+        if ch["forests"] is None:
+            ch["forests"] = self._run_chain(c)["forests"]
+        return ch["forests"]
+
     def _forest_draws(self, X: np.ndarray) -> np.ndarray:
         """(rows, draws) posterior draws of f on the outcome scale, chains concatenated."""
         from stochtree import Dataset
 
         data = Dataset()
         data.add_covariates(np.ascontiguousarray(X, dtype=float))
-        f = np.hstack([np.asarray(c["forests"].predict(data), dtype=float).reshape(X.shape[0], -1)
-                       for c in self.chains_])
+        f = np.hstack([np.asarray(self._chain_forests(c).predict(data), dtype=float).reshape(X.shape[0], -1)
+                       for c in range(len(self.chains_))])
         return f * self.y_sd_ + self.y_mean_
 
     def _treatment_trees(self):
@@ -693,14 +730,17 @@ class RandomInterceptBART(Estimator):
             p = len(self.covariates_) + 1
             parts, offset, nodes = [], 0, 0
             for c in self.chains_:
-                t = treatment_trees(c["forests"], p, offset)
+                if c["forests"] is None:         # extracted in the worker process that ran the chain
+                    t, n_draws = c["trees"], c["n_draws"]
+                else:
+                    t, n_draws = treatment_trees(c["forests"], p), c["forests"].num_samples()
                 if t is None:
                     parts = None
                     break
                 draw, start, feat, thr, left, right, value = t      # node numbers after the earlier chains'
-                parts.append((draw, start + nodes, feat, thr, np.where(left >= 0, left + nodes, -1),
+                parts.append((draw + offset, start + nodes, feat, thr, np.where(left >= 0, left + nodes, -1),
                               np.where(right >= 0, right + nodes, -1), value))
-                offset += c["forests"].num_samples()
+                offset += n_draws
                 nodes += feat.size
             self.treatment_trees_ = (None if parts is None or _tree_contrasts is None else
                                      (offset, tuple(np.concatenate(z) for z in zip(*parts))))
@@ -772,7 +812,8 @@ class RiBART(RandomInterceptBART):
 
     Differences from dbarts: trees by stochtree (``min_samples_leaf``); b, s_b and sigma^2 are
     drawn once per tree sweep (dbarts: b once and ``n.thin`` slice steps of s_b per ``n.thin``
-    sweeps); chains run sequentially. ``rfx_sd_prior_scale`` is the half-Cauchy scale in units of sd(y).
+    sweeps); chains run in processes of our own (``n_threads`` at a time) rather than dbarts'
+    threads. ``rfx_sd_prior_scale`` is the half-Cauchy scale in units of sd(y).
     """
 
     name = "ribart"

@@ -84,7 +84,14 @@ class MBCF(Estimator):
     min_samples_leaf : smallest leaf in both forests (stochtree).
     rfx_variance_prior_shape, rfx_variance_prior_scale : inverse-gamma prior of the random-effect
         group-parameter variance (stochtree parameterisation, standardized outcome scale).
-    n_threads : stochtree threads.
+    n_threads : accepted for the workflow's thread count, not used: stochtree runs one thread (its
+        threads changed the draws and slowed a 600-row fit down, see
+        :class:`~clusterhte.methods.bart.RandomInterceptBART`), and the chains run one after
+        another in stochtree's loop. Running them in worker processes was slower: a chain's
+        model has to come back as stochtree JSON, which for 1000 draws cost more than the chain
+        (2 chains at the paper settings: 37 s one after another, 57 s in 2 processes, even
+        without the prognostic forest; ``benchmarks/crt_replicate.py --methods mbcf --chains 2
+        --threads 2``). The estimates are the same for every ``n_threads``.
     """
 
     name = "mbcf"
@@ -145,7 +152,7 @@ class MBCF(Estimator):
 
         general = {"propensity_covariate": "none", "adaptive_coding": p["adaptive_coding"],
                    "num_chains": p["num_chains"], "keep_every": p["keep_every"],
-                   "num_threads": p["n_threads"], "sigma2_global_shape": shape,
+                   "num_threads": 1, "sigma2_global_shape": shape,
                    "sigma2_global_scale": scale, "standardize": True}
         seed = random_seed(self.random_state)
         if seed is not None:

@@ -15,13 +15,89 @@ biased learner's percentile interval need not contain its own full-data estimate
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from clusterhte.data.trial import TrialData
 from clusterhte.folds import cluster_strata
+
+
+def n_workers(n_threads: int, n_tasks: int | None = None) -> int:
+    """Workers for ``n_tasks`` independent refits given a thread budget ``n_threads`` (``-1`` = every
+    core this process may use), never more than the tasks."""
+    n = int(n_threads)
+    if n == -1:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, n)
+    return n if n_tasks is None else max(1, min(n, int(n_tasks)))
+
+
+_TASK: Callable | None = None      # the function a forked worker of :func:`parallel_map` calls
+
+
+def _run_task(i: int):
+    return _TASK(i)
+
+
+def parallel_map(fn: Callable, items: Sequence, n_threads: int, processes: bool = False) -> list:
+    """``[fn(x) for x in items]``, computed by up to ``n_threads`` workers, results in input order.
+
+    Used for independent refits (bootstrap, half-sample, MCMC chains) that each carry their own
+    seed, so the results do not depend on the number of workers. ``processes=False``: a thread pool,
+    for work that spends its time in compiled code releasing the GIL (scikit-learn / econml tree
+    builders, LightGBM, GPBoost). ``processes=True``: forked worker processes (POSIX ``fork``, so
+    ``fn`` may be a closure and the data are shared copy-on-write, never pickled on the way in), for
+    work that holds the GIL (stochtree's sampler, small numpy steps in Python loops); the results
+    come back pickled. Falls back to threads where ``fork`` is unavailable. With one worker (or one
+    item) everything runs in the calling thread.
+    """
+    items = list(items)
+    workers = n_workers(n_threads, len(items))
+    if workers <= 1:
+        return [fn(x) for x in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    if processes and "fork" in multiprocessing.get_all_start_methods():
+        global _TASK
+        previous, _TASK = _TASK, (lambda i: fn(items[i]))
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                return list(pool.map(_run_task, range(len(items))))
+        finally:
+            _TASK = previous
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
+class ordered_draws:
+    """Random draws handed out in the order of the sequential loop to refits running in parallel.
+
+    ``draw()`` takes the next draw from the refit loop's generators (e.g. a bootstrap sample and a
+    seed). ``run(work)`` takes the next draw under a lock, numbers it, and returns ``(number,
+    work(draw))``; :meth:`collect` puts the results back in draw order. Refit ``k`` therefore sees
+    the ``k``-th draw whichever worker runs it and in whatever order the workers finish, so the
+    refits are those of the sequential loop; the draws themselves stay inside the refit (helpers
+    counted by ``clusterhte fit``'s progress lines are still called once per refit).
+    """
+
+    def __init__(self, draw: Callable[[], object]):
+        import threading
+
+        self._draw, self._lock, self._next = draw, threading.Lock(), 0
+
+    def run(self, work: Callable[[object], object]) -> tuple[int, object]:
+        with self._lock:
+            k, self._next = self._next, self._next + 1
+            d = self._draw()
+        return k, work(d)
+
+    @staticmethod
+    def collect(results: list[tuple[int, object]]) -> list:
+        return [r for _, r in sorted(results, key=lambda kr: kr[0])]
 
 
 def bootstrap_clusters(train: TrialData, rng: np.random.Generator) -> np.ndarray:

@@ -128,6 +128,7 @@ from scipy.stats import t as student_t
 from clusterhte.data.trial import TrialData
 from clusterhte.folds import cluster_folds, cluster_strata, n_folds
 from clusterhte.methods.base import CateResult, Estimator, MethodError
+from clusterhte.methods.bootstrap import n_workers, ordered_draws, parallel_map
 from clusterhte.methods.em_trees import check_crt, check_nonnegative_int, check_positive, seed_streams
 
 __all__ = ["CausalForest", "cluster_folds", "cluster_half_sample", "half_sample_sizes"]
@@ -240,13 +241,11 @@ class ClusterHonestForest:
                 tree, X, moments, rows_grow, rows_est, sample_weight=None, store_jac=True)
             return tree
 
-        if self.n_jobs > 1:      # econml's builder releases the GIL: threads, as econml does
-            from joblib import Parallel, delayed
-
-            self.estimators_ = Parallel(n_jobs=self.n_jobs, backend="threading")(
-                delayed(grow_tree)(t) for t in range(self.n_estimators))
-        else:
-            self.estimators_ = [grow_tree(t) for t in range(self.n_estimators)]
+        # econml's builder releases the GIL: threads, as econml does; each thread grows one
+        # contiguous block of trees (no per-tree dispatch), trees kept in order
+        blocks = np.array_split(np.arange(self.n_estimators), n_workers(self.n_jobs, self.n_estimators))
+        self.estimators_ = [tree for block in parallel_map(lambda b: [grow_tree(t) for t in b], blocks, self.n_jobs)
+                            for tree in block]
         return self
 
     def predict_alpha_and_jac(self, X: np.ndarray, slice=None) -> tuple[np.ndarray, np.ndarray]:
@@ -318,7 +317,9 @@ class CausalForest(Estimator):
         (individual-level, not cluster-robust).
     half_sample_trees : trees of each half-sample forest (even, >= 2). Its Monte Carlo noise is
         estimated and removed, so it sets the cost, not the width.
-    n_threads : threads for econml / scikit-learn.
+    n_threads : threads: the ``Y.hat`` and main forests grow their trees on ``n_threads`` threads;
+        the half-sample forests are grown ``n_threads`` at a time, one thread each. The estimates
+        are the same for every thread count.
     """
 
     name = "cf"
@@ -399,20 +400,22 @@ class CausalForest(Estimator):
         return yhat
 
     def _forest(self, X, A, ytilde, seed: int, n_trees: int, inference: bool = False,
-                fraction: float | None = None, codes: np.ndarray | None = None):
-        """Step 3 on the rows given: the cluster-honest forest, or econml's row-subsampled one."""
+                fraction: float | None = None, codes: np.ndarray | None = None, n_jobs: int | None = None):
+        """Step 3 on the rows given: the cluster-honest forest, or econml's row-subsampled one
+        (trees grown by ``n_jobs`` threads, default ``n_threads``; the trees do not depend on it)."""
         fraction = float(fraction or self.max_samples)
+        n_jobs = int(self.n_threads if n_jobs is None else n_jobs)
         if self.subsample == "cluster":
             _, codes = np.unique(codes, return_inverse=True)          # clusters present, 0..J'-1
             strata = cluster_strata(codes, A)
             forest = ClusterHonestForest(int(n_trees), int(self.min_samples_leaf), fraction,
-                                         n_jobs=int(self.n_threads), random_state=seed)
+                                         n_jobs=n_jobs, random_state=seed)
             return forest.fit(X, A - 0.5, ytilde, codes, strata)
         from econml.grf import CausalForest as _EconCF
 
         forest = _EconCF(n_estimators=int(n_trees), min_samples_leaf=int(self.min_samples_leaf),
                          max_samples=fraction, honest=bool(self.honest),
-                         inference=inference, n_jobs=int(self.n_threads), random_state=seed)
+                         inference=inference, n_jobs=n_jobs, random_state=seed)
         return forest.fit(X, A - 0.5, ytilde)
 
     # ------------------------------------------------------------------ interface
@@ -427,12 +430,17 @@ class CausalForest(Estimator):
         codes = train.cluster_codes
         self.forest_ = self._forest(X, A, ytilde, seed, int(self.n_estimators),
                                     inference=int(self.n_half_samples) == 0, codes=codes)
-        self.half_ = []
-        for _ in range(int(self.n_half_samples)):
-            rows = cluster_half_sample(train, rng)
-            self.half_.append(self._forest(X[rows], A[rows], ytilde[rows], int(seeds.integers(2 ** 31 - 1)),
-                                           int(self.half_sample_trees), fraction=2 * float(self.max_samples),
-                                           codes=codes[rows]))
+        # the half-sample refits, n_threads at a time with one thread each; refit k gets the k-th
+        # half-sample and seed whatever the thread count (ordered_draws), so the same forests
+        draw = ordered_draws(lambda: (cluster_half_sample(train, rng), int(seeds.integers(2 ** 31 - 1))))
+
+        def refit(d):
+            rows, s = d
+            return self._forest(X[rows], A[rows], ytilde[rows], s, int(self.half_sample_trees),
+                                fraction=2 * float(self.max_samples), codes=codes[rows], n_jobs=1)
+
+        self.half_ = draw.collect(parallel_map(lambda _: draw.run(refit), range(int(self.n_half_samples)),
+                                               int(self.n_threads)))
 
     def _predict(self, test: TrialData) -> CateResult:
         missing = [c for c in self.covariates_ if c not in test.frame.columns]
@@ -445,7 +453,7 @@ class CausalForest(Estimator):
                               info={"interval": "econml little bags (not cluster-robust)"})
         point = self.forest_.predict(Xt).ravel()
         B = len(self.half_)
-        parts = [_split_predict(f, Xt) for f in self.half_]
+        parts = parallel_map(lambda f: _split_predict(f, Xt), self.half_, int(self.n_threads))
         T = np.column_stack([p[0] for p in parts])                  # (rows, B)
         D = np.column_stack([p[1] - p[2] for p in parts])           # half-forest differences
         scale = float(self.half_sample_trees) / float(self.n_estimators)

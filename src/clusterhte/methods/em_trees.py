@@ -136,7 +136,8 @@ import pandas as pd
 
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
-from clusterhte.methods.bootstrap import bootstrap_result, resample_clusters
+from clusterhte.methods.bootstrap import (bootstrap_result, n_workers, ordered_draws, parallel_map,
+                                         resample_clusters)
 
 _FLOOR = 1e-10
 
@@ -301,15 +302,26 @@ ORIGIN = "_cluster_of_origin"
 
 
 def bootstrap_fits(fit_one: Callable[[TrialData, int], object], train: TrialData, B: int,
-                   rng: np.random.Generator, seeds: np.random.Generator) -> list:
+                   rng: np.random.Generator, seeds: np.random.Generator, n_threads: int = 1,
+                   full: Callable[[], object] | None = None):
     """B refits of ``fit_one(sample, seed)`` on cluster-bootstrap samples (clusters within arm).
 
     A cluster drawn twice enters as two clusters; the column ``_cluster_of_origin`` keeps the
     original cluster so that cross-validation folds can keep the copies together
-    (:func:`fold_groups`).
+    (:func:`fold_groups`). The refits run on a thread pool of ``n_threads`` workers (the tree
+    builders, LightGBM and GPBoost release the GIL); refit ``k`` gets the ``k``-th sample of
+    ``rng`` and the ``k``-th seed of ``seeds`` whatever the number of workers
+    (:func:`~clusterhte.methods.bootstrap.ordered_draws`), so the refits do not depend on it.
+    ``full``: the full-data fit, run as the first task of the same pool; then the result is
+    ``(full(), refits)``.
     """
     tagged = replace(train, frame=train.frame.assign(**{ORIGIN: train.cluster_codes}))
-    return [fit_one(resample_clusters(tagged, rng), int(seeds.integers(2 ** 31 - 1))) for _ in range(B)]
+    draw = ordered_draws(lambda: (resample_clusters(tagged, rng), int(seeds.integers(2 ** 31 - 1))))
+    tasks = ([None] if full is not None else []) + list(range(B))
+    out = parallel_map(lambda t: full() if t is None else draw.run(lambda d: fit_one(*d)), tasks, n_threads)
+    if full is None:
+        return draw.collect(out)
+    return out[0], draw.collect(out[1:])
 
 
 def fold_groups(data: TrialData) -> np.ndarray:
@@ -738,6 +750,11 @@ class _EMTrees(Estimator):
                               f"the EM fit), 's' (one learner on [X, V, A]) or 't' (one learner per arm), "
                               f"got {self.learner_form!r}")
 
+    def _library_threads(self) -> int:
+        """Threads of the learner library (scikit-learn trees, LightGBM): 1 while the full-data fit
+        and the bootstrap refits run ``n_threads`` at a time; ``n_threads`` without refits."""
+        return 1 if getattr(self, "_in_refits", False) else int(self.n_threads)
+
     def _stages(self, refit: bool):
         """(outcome learner factory, effect-stage function) of the full-data fit or of a refit."""
         return self._learner, self._fit_effect
@@ -768,7 +785,18 @@ class _EMTrees(Estimator):
         self._check()
         seed, rng, seeds = seed_streams(self.random_state)
         self.covariates_ = train.covariates
-        self.fit_ = self._fit_one(train, seed)
+        if int(self.n_bootstrap):
+            # the full-data fit and the refits share one pool of n_threads workers, one library
+            # thread each (600-row problems gain little from library threads, LightGBM loses)
+            self._in_refits = True
+            try:
+                self.fit_, self.boot_ = bootstrap_fits(
+                    lambda d, s: self._fit_one(d, s, refit=True), train, int(self.n_bootstrap), rng, seeds,
+                    n_threads=int(self.n_threads), full=lambda: self._fit_one(train, seed))
+            finally:
+                self._in_refits = False
+        else:
+            self.fit_, self.boot_ = self._fit_one(train, seed), []
         if isinstance(self.fit_, RFit):
             self.dropped_ = self.fit_.info["dropped"]
         elif self.project_cluster_constant:
@@ -777,8 +805,6 @@ class _EMTrees(Estimator):
         else:
             self.dropped_ = {}
         report_aliased(self, train, self.dropped_)
-        self.boot_ = bootstrap_fits(lambda d, s: self._fit_one(d, s, refit=True), train, int(self.n_bootstrap),
-                                    rng, seeds)
 
     def _cate(self, fit, test: TrialData) -> np.ndarray:
         if isinstance(fit, RFit):
@@ -831,6 +857,10 @@ class MERF(_EMTrees):
       The refits grow ``bootstrap_trees`` trees per forest (even, capped at ``n_estimators``);
       their effect forests' Monte Carlo noise is removed, so the width does not depend on it
       beyond Monte Carlo error.
+    * ``n_threads``: the full-data fit and the refits run ``n_threads`` at a time on a thread pool
+      (scikit-learn's tree builder releases the GIL), one thread each; refit ``k`` keeps the
+      ``k``-th sample and seed, so the estimates are the same for every ``n_threads``. Without
+      refits the full-data forests grow their trees on ``n_threads`` threads (same trees).
     """
 
     name = "merf"
@@ -882,7 +912,7 @@ class MERF(_EMTrees):
 
     def _forest(self, seed: int, min_samples_leaf: int, trees: int | None = None):
         return RandomForest(n_estimators=int(trees or self.n_estimators), min_samples_leaf=int(min_samples_leaf),
-                            max_features=self.max_features, n_jobs=int(self.n_threads),
+                            max_features=self.max_features, n_jobs=self._library_threads(),
                             random_state=seed % (2 ** 31 - 1))
 
     def _interval(self, point: np.ndarray, test: TrialData, info: dict) -> CateResult:
@@ -993,11 +1023,14 @@ class RandomForest:
             return tree
 
         if self.n_jobs > 1 or self.n_jobs == -1:           # the tree builder releases the GIL
-            from concurrent.futures import ThreadPoolExecutor
+            # each thread grows one contiguous block of trees (no per-tree dispatch), in order
+            blocks = np.array_split(np.asarray(seeds), n_workers(self.n_jobs, len(seeds)))
 
-            workers = None if self.n_jobs == -1 else self.n_jobs
-            with ThreadPoolExecutor(workers) as pool:
-                self.estimators_ = list(pool.map(lambda s: grow(s, np.random.RandomState(s)), seeds))
+            def grow_block(block):
+                rs = np.random.RandomState(0)
+                return [grow(int(s), rs) for s in block]
+
+            self.estimators_ = [t for b in parallel_map(grow_block, blocks, self.n_jobs) for t in b]
         else:
             rs = np.random.RandomState(0)
             self.estimators_ = [grow(s, rs) for s in seeds]
@@ -1078,6 +1111,11 @@ class MEGB(_EMTrees):
       ``effect_shrinkage``: ``"test"`` (default) or ``"slope"`` (the previous calibration);
       ``effect_interval``: ``"hull"`` (default) or ``"shrunk"`` (module docstring, Intervals).
     * Intervals: cluster bootstrap (module docstring); ``n_bootstrap=0`` gives NaN intervals.
+    * ``n_threads``: the full-data fit and the refits run ``n_threads`` at a time on a thread pool
+      (LightGBM releases the GIL), one LightGBM thread each; refit ``k`` keeps the ``k``-th
+      sample and seed, so the estimates are the same for every ``n_threads``. LightGBM never gets
+      more than one thread: with 2 its 600-row fits were 3-60 times slower (OpenMP on a loaded
+      2-core machine).
     """
 
     name = "megb"
@@ -1105,12 +1143,17 @@ class MEGB(_EMTrees):
         if self.subsample > 1:
             raise MethodError(f"method '{self.name}': hyperparameter 'subsample' must be in (0, 1], got {self.subsample!r}")
 
+    def _library_threads(self) -> int:
+        """Always 1: LightGBM's OpenMP threads made 600-row fits 3-60 times slower on a loaded
+        2-core machine; ``n_threads`` sets how many fits (full data, refits) run at once."""
+        return 1
+
     def _learner(self, seed: int):
         params = {"objective": "regression", "learning_rate": float(self.learning_rate),
                   "max_depth": int(self.max_depth), "num_leaves": 2 ** int(self.max_depth),
                   "min_data_in_leaf": int(self.min_samples_leaf), "min_sum_hessian_in_leaf": 0.0,
                   "bagging_fraction": float(self.subsample), "bagging_freq": 1 if self.subsample < 1 else 0,
-                  "num_threads": int(self.n_threads), "deterministic": True, "force_row_wise": True,
+                  "num_threads": self._library_threads(), "deterministic": True, "force_row_wise": True,
                   "seed": int(seed % (2 ** 31 - 1)), "verbose": -1}
         return _LGBMRegressor(params, int(self.n_estimators))
 

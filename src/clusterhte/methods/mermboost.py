@@ -75,7 +75,7 @@ import numpy as np
 from clusterhte.data.trial import TrialData
 from clusterhte.methods.base import CateResult, Estimator, MethodError
 from clusterhte.folds import cluster_folds, cluster_strata, n_folds
-from clusterhte.methods.bootstrap import bootstrap_clusters, bootstrap_result, sample_of_clusters
+from clusterhte.methods.bootstrap import bootstrap_clusters, bootstrap_result, parallel_map, sample_of_clusters
 from clusterhte.methods.splines import BSplineBasis, difference_penalty, lambda_for_df
 
 
@@ -374,6 +374,11 @@ class Mermboost(Estimator):
         smallest error on its out-of-bag clusters).
     mstop_scale : factor (>= 1) applied to the CV-chosen ``mstop`` (undersmoothing for intervals
         that cover; 1 = R's choice). Not applied to a user-given ``mstop``.
+    n_threads : worker processes for the CV folds and the bootstrap refits (``-1``: every core).
+        The boosting loop is Python calling small numpy steps, which hold the GIL, so the workers
+        are forked processes, not threads. Each fold and refit is computed exactly as in the
+        sequential loop (the bootstrap samples are drawn first, in order), so the estimates are
+        the same for every ``n_threads``.
     """
 
     name = "mermboost"
@@ -387,7 +392,7 @@ class Mermboost(Estimator):
                  diff_order: int = 2, min_unique_smooth: int = 10, interactions: bool = True,
                  random_effect: bool = True, correct_re: bool = True, correct_interactions: bool = True,
                  n_bootstrap: int = 50, boot_mstop: str = "fixed", mstop_scale: float = 3.0,
-                 random_state: int | None = None):
+                 n_threads: int = 1, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
         self._check()
@@ -414,6 +419,9 @@ class Mermboost(Estimator):
             bad("n_bootstrap", "must be an integer >= 0")
         if not (np.isfinite(float(self.mstop_scale)) and float(self.mstop_scale) >= 1):
             bad("mstop_scale", "must be a finite number >= 1")
+        nt = self.n_threads
+        if isinstance(nt, bool) or not isinstance(nt, (int, np.integer)) or not (nt >= 1 or nt == -1):
+            bad("n_threads", "must be an integer >= 1 (or -1 for every core)")
         if self.boot_mstop not in ("oob", "fixed"):
             bad("boot_mstop", "must be 'oob' (re-chosen in every refit) or 'fixed' (the full-data mstop)")
         if self.n_knots < 0 or self.degree < 1 or not (1 <= self.diff_order <= self.n_knots + self.degree):
@@ -450,11 +458,13 @@ class Mermboost(Estimator):
             raise MethodError(f"method 'mermboost': cannot choose mstop by cluster cross-validation on "
                               f"{train.name}: {e}; set 'mstop'") from None
         fold = cluster_folds(codes, k, rng, strata)
-        risk = np.zeros(int(self.mstop_max))
-        for f in range(k):
+        def fold_risk(f):
             te = fold == f
-            *_, fit = self._fit_once(train.subset(~te), int(self.mstop_max), train.subset(te))
-            risk += fit.risk
+            return self._fit_once(train.subset(~te), int(self.mstop_max), train.subset(te))[2].risk
+
+        risk = np.zeros(int(self.mstop_max))
+        for r in parallel_map(fold_risk, range(k), int(self.n_threads), processes=True):
+            risk += r                                        # summed in fold order, as sequentially
         risk /= train.n
         return int(np.argmin(risk)) + 1, risk
 
@@ -501,16 +511,14 @@ class Mermboost(Estimator):
     def _bootstrap_models(self) -> list[tuple[_Spec, np.ndarray]]:
         """The ``n_bootstrap`` refits on cluster-bootstrap samples (clusters drawn with replacement
         within arm; computed once, then reused by every ``predict``), each with its own ``mstop``
-        (see :meth:`_refit`)."""
+        (see :meth:`_refit`). The samples are drawn first, in order; the refits then run on
+        ``n_threads`` worker processes (:func:`~clusterhte.methods.bootstrap.parallel_map`)."""
         if self._boot_models is None:
             rng = np.random.default_rng(np.random.SeedSequence(self.random_state).spawn(2)[1])
-            models, mstops = [], []
-            for _ in range(int(self.n_bootstrap)):
-                spec, coef, m = self._refit(bootstrap_clusters(self.train_, rng))
-                models.append((spec, coef))
-                mstops.append(m)
-            self._boot_models = models
-            self.boot_mstops_ = np.array(mstops, dtype=int)
+            picks = [bootstrap_clusters(self.train_, rng) for _ in range(int(self.n_bootstrap))]
+            refits = parallel_map(self._refit, picks, int(self.n_threads), processes=True)
+            self._boot_models = [(spec, coef) for spec, coef, _ in refits]
+            self.boot_mstops_ = np.array([m for *_, m in refits], dtype=int)
         return self._boot_models
 
     def _cate(self, test: TrialData) -> np.ndarray:
