@@ -240,13 +240,10 @@ class GPBoost(Estimator):
         self._check(train)
         seed, rng, seeds = seed_streams(self.random_state)
         self.covariates_ = train.covariates
-        if int(self.n_bootstrap):
-            # the full-data fit and the refits share one pool of n_threads workers
-            self.fit_, self.boot_ = bootstrap_fits(self._fit_one, train, int(self.n_bootstrap), rng, seeds,
-                                                   n_threads=int(self.n_threads),
-                                                   full=lambda: self._fit_one(train, seed))
-        else:
-            self.fit_, self.boot_ = self._fit_one(train, seed), []
+        # the full-data fit and the refits share one pool of n_threads workers
+        self.fit_, self.boot_ = bootstrap_fits(self._fit_one, train, int(self.n_bootstrap), rng, seeds,
+                                               n_threads=int(self.n_threads),
+                                               full=lambda: self._fit_one(train, seed))
         self.dropped_ = self.fit_.info["dropped"] if isinstance(self.fit_, RFit) else {}
         report_aliased(self, train, self.dropped_)
 
