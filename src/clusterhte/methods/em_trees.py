@@ -785,18 +785,16 @@ class _EMTrees(Estimator):
         self._check()
         seed, rng, seeds = seed_streams(self.random_state)
         self.covariates_ = train.covariates
-        if int(self.n_bootstrap):
-            # the full-data fit and the refits share one pool of n_threads workers, one library
-            # thread each (600-row problems gain little from library threads, LightGBM loses)
-            self._in_refits = True
-            try:
-                self.fit_, self.boot_ = bootstrap_fits(
-                    lambda d, s: self._fit_one(d, s, refit=True), train, int(self.n_bootstrap), rng, seeds,
-                    n_threads=int(self.n_threads), full=lambda: self._fit_one(train, seed))
-            finally:
-                self._in_refits = False
-        else:
-            self.fit_, self.boot_ = self._fit_one(train, seed), []
+        # the full-data fit and the refits share one pool of n_threads workers, one library thread
+        # each (600-row problems gain little from library threads, LightGBM loses); without
+        # refits the full-data fit alone gets the library's n_threads
+        self._in_refits = bool(int(self.n_bootstrap))
+        try:
+            self.fit_, self.boot_ = bootstrap_fits(
+                lambda d, s: self._fit_one(d, s, refit=True), train, int(self.n_bootstrap), rng, seeds,
+                n_threads=int(self.n_threads), full=lambda: self._fit_one(train, seed))
+        finally:
+            self._in_refits = False
         if isinstance(self.fit_, RFit):
             self.dropped_ = self.fit_.info["dropped"]
         elif self.project_cluster_constant:
