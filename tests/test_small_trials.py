@@ -126,3 +126,76 @@ def test_lmm_ate_coverage_when_cluster_variance_is_estimated_as_zero():
     assert cov["kenward-roger"][0] >= 0.93 and cov["kenward-roger"][1] >= 0.85
     assert cov["satterthwaite"][0] >= 0.93 and cov["satterthwaite"][1] >= 0.85
     assert cov["none"][1] < 0.75
+
+
+# --------------------------------------------------------------------------- saturated cluster level
+
+def _six_clusters(seed: int = 0):
+    """6 clusters (3 per arm) with the battery's two cluster covariates: intercept, treatment, V1,
+    V2 and their two treatment interactions are 6 independent cluster-level columns."""
+    from clusterhte.simulate.battery import Scenario
+
+    sc = Scenario("six", "linear", n_clusters=6, size_lo=2, size_hi=10)
+    return simulate(sc, np.random.default_rng(seed))
+
+
+def test_restricted_likelihood_is_flat_in_the_cluster_variance_when_the_cluster_level_is_saturated():
+    """The reason for refusing such a fit: with the cluster-level columns spanning all 6 cluster
+    indicators, the REML criterion does not depend on the cluster variance at all; drop the two
+    interactions (2 between-cluster df left) and it does."""
+    from clusterhte.mixed import reml
+    from clusterhte.mixed.design import between_cluster_df
+
+    trial, _ = _six_clusters()
+    lmm = methods.make("lmm", {})
+    lmm.covariates_, lmm.inter_ = list(trial.covariates), list(trial.covariates)
+    X = lmm._design(trial)
+    codes = trial.cluster_codes
+    Z = np.ones((trial.n, 1))
+    for cols, df in ((X, 0), (X[:, :-2], 2)):
+        assert between_cluster_df(cols, codes)[0] == df
+        st = reml.sufficient_stats(trial.outcome, cols, codes, Z, 6)
+        devs = [reml._deviance(np.array([t]), st, True, grad=False) for t in (0.05, 0.5, 3.0)]
+        spread = max(devs) - min(devs)
+        assert (spread < 1e-8) if df == 0 else (spread > 0.1)
+
+
+@pytest.mark.parametrize("method", ["lmm", "gamm"])
+def test_saturated_cluster_level_is_refused_with_the_columns_named(method):
+    from clusterhte.data.trial import TrialDataError
+
+    trial, _ = _six_clusters()
+    with pytest.raises(TrialDataError, match=r"6 clusters and the model 6 independent cluster-level "
+                                             r"columns \(\(Intercept\), treatment, V1, V2, treatment:V1, "
+                                             r"treatment:V2\)"):
+        methods.make(method, {}).fit(trial)
+
+
+def test_lmm_without_cluster_interactions_fits_six_clusters_and_covers():
+    """The message's remedy works: the individual covariates interact, V1 and V2 are main effects
+    only (4 cluster-level columns, 2 df); over 200 such trials the ATE interval covers."""
+    from clusterhte.simulate.battery import Scenario
+
+    sc = Scenario("six", "x1", n_clusters=6, size_lo=2, size_hi=10)
+    hits, dfs = [], []
+    for r in range(200):
+        trial, tau = simulate(sc, np.random.default_rng(500 + r))
+        res = methods.make("lmm", {"interactions": ["X1", "X2", "X3", "X4"]}).fit(trial).predict(trial)
+        _, lo, hi = res.ate()
+        hits.append(lo <= tau.mean() <= hi)
+        dfs.append(res.info["ate_df"])
+    print(f"\n6 clusters, 200 trials: ATE coverage {np.mean(hits):.3f}, median ATE df {np.median(dfs):.2f}")
+    assert np.mean(hits) >= 0.92
+    assert 1 <= np.median(dfs) < 4
+
+
+def test_kenward_roger_never_reports_a_zero_se():
+    """A non-positive adjusted variance (no information on the variance components) falls back to
+    the unadjusted one, with a warning, instead of a zero-width interval."""
+    from clusterhte.mixed.ddf import VarCompInference
+
+    inf = VarCompInference(Phi=np.eye(2), P=np.zeros((1, 2, 2)), W_exp=np.eye(1), W_obs=None,
+                           Phi_A=np.diag([2.0, -1.0]), psi=np.ones(1))
+    with pytest.warns(RuntimeWarning, match="adjusted variance of 1 contrast"):
+        se, _ = inf.kenward_roger(np.eye(2))
+    np.testing.assert_allclose(se, [np.sqrt(2.0), 1.0])

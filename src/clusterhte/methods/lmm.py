@@ -39,6 +39,14 @@ them, as lme4 drops them (same in-order rank test, tolerance 1e-7); their coeffi
 ``A x V`` all zero, the effect at ``V = 1`` is not estimable from the trial and is extrapolated
 with the ``A x V`` coefficient 0, as lme4's ``predict`` does).
 
+A trial with as many clusters as the model has independent cluster-level columns (intercept,
+treatment, cluster covariates, their treatment interactions; 6 clusters with two cluster
+covariates) is refused with a :class:`~clusterhte.data.trial.TrialDataError`: the fixed effects
+then absorb every random intercept, the cluster variance is not identified and no cluster-level
+contrast has an error estimate (lme4 returns a singular fit; its Kenward-Roger df are 1 and
+some adjusted variances come out negative). See
+:func:`clusterhte.mixed.design.require_between_cluster_df`.
+
 Differences from the R original
 -------------------------------
 * Covariates in ``interactions`` (default: all) interact with treatment; others enter as main
@@ -54,7 +62,7 @@ from scipy import stats
 from clusterhte.data.trial import TrialData, TrialDataError
 from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
 from clusterhte.mixed.ddf import DDF_METHODS, t_interval, varcomp_inference
-from clusterhte.mixed.design import drop_aliased, independent_columns
+from clusterhte.mixed.design import drop_aliased, independent_columns, require_between_cluster_df
 from clusterhte.mixed.reml import LMMError, fit_lmm
 
 Z975 = float(stats.norm.ppf(0.975))
@@ -128,6 +136,10 @@ class LMM(Estimator):
                        + [f"treatment:{c}" for c in self.inter_])
         X, self.keep_, self.dropped_ = drop_aliased(self._design(train), self.names_,
                                                     f"{train.name}: method 'lmm'")
+        require_between_cluster_df(X, train.cluster_codes, [nm for nm, k in zip(self.names_, self.keep_) if k],
+                                   f"{train.name}: method 'lmm'",
+                                   "Use fewer cluster covariates, or leave them out of the treatment "
+                                   "interactions (hyperparameter 'interactions').")
         try:
             self.result_ = fit_lmm(train.outcome, X, train.cluster, reml=bool(self.reml))
         except LMMError as e:

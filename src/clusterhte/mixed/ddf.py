@@ -53,6 +53,8 @@ Bayesian covariance ``Vp = phi (X'X + S_lambda)^{-1}``; see its docstring.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +124,12 @@ class VarCompInference:
         var, g = self._a(C)
         den = np.einsum("ik,kl,il->i", g, self.W_exp, g)
         var_a = np.einsum("ij,jk,ik->i", C, self.Phi_A, C)
+        bad = (var_a <= 0) & (var > 0)
+        if bad.any():
+            warnings.warn(f"Kenward-Roger: the adjusted variance of {int(bad.sum())} contrast(s) is not "
+                          f"positive (the design has almost no information on the variance components); "
+                          f"their SE is the unadjusted one", RuntimeWarning, stacklevel=2)
+            var_a = np.where(bad, var, var_a)
         return np.sqrt(np.maximum(var_a, 0.0)), _df(var, den)
 
     def inference(self, C, method: str):
