@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
+from clusterhte.data.trial import TrialData
 from clusterhte.methods import get
 from clusterhte.methods.base import MethodError
 from clusterhte.folds import cluster_strata
@@ -455,3 +456,25 @@ def test_threads_do_not_change_the_forest():
     one = ClusterHonestForest(16, 3, 0.5, n_jobs=1, random_state=2).fit(X, w, y, codes, strata)
     two = ClusterHonestForest(16, 3, 0.5, n_jobs=2, random_state=2).fit(X, w, y, codes, strata)
     np.testing.assert_array_equal(one.predict(X), two.predict(X))
+
+
+def test_w_hat_is_the_share_of_treated_clusters_in_an_unequal_allocation():
+    """2:1 allocation (24 of 36 clusters treated, unequal sizes): W.hat is 2/3, not the 1:1 value
+    0.5, and the mean CATE recovers the ATE."""
+    rng = np.random.default_rng(3)
+    M = 36
+    sizes = rng.integers(8, 25, M)
+    cl = np.repeat(np.arange(M), sizes)
+    n = cl.size
+    A = np.zeros(M)
+    A[rng.permutation(M)[:24]] = 1
+    X1, V1 = rng.normal(size=n), rng.normal(size=M)
+    tau = 1 + 0.5 * X1
+    y = 0.5 * X1 + 0.5 * V1[cl] + A[cl] * tau + rng.normal(0, 0.2, M)[cl] + rng.normal(0, 0.5, n)
+    td = TrialData(pd.DataFrame({"cluster": cl, "treatment": A[cl], "outcome": y, "X1": X1, "V1": V1[cl]}),
+                   "crt", ("X1",), ("V1",), (), name="two-to-one").validate()
+    cf = CausalForest(**QUICK, random_state=1).fit(td)
+    assert cf.w_hat_ == pytest.approx(24 / 36)
+    res = cf.predict(td)
+    lo, hi = res.info["ate_interval"]
+    assert abs(res.point.mean() - tau.mean()) < 0.15 and lo < tau.mean() < hi
