@@ -151,3 +151,30 @@ def test_set_overrides_one_hyperparameter_and_refuses_unknown_ones():
 
 def _raise(message):
     raise ValueError(message)
+
+
+def test_other_designs_match_their_definition_and_unknown_names_are_refused():
+    import numpy as np
+
+    from clusterhte import seeds
+    from clusterhte.simulate.battery import OTHER_DESIGNS, SCENARIOS, get_scenario, simulate
+
+    assert not set(OTHER_DESIGNS) & set(SCENARIOS)
+    for name, sc in OTHER_DESIGNS.items():
+        trial, tau = simulate(name, seeds.rng(1, "battery-check", name))
+        codes = trial.cluster_codes
+        sizes = np.bincount(codes)
+        assert sizes.size == sc.n_clusters and sizes.min() >= sc.size_lo and sizes.max() <= sc.size_hi
+        arm = np.bincount(codes, weights=trial.treatment) / sizes
+        assert set(arm) == {0.0, 1.0} and arm.sum() == sc.n_treated
+    assert OTHER_DESIGNS["two_to_one"].n_treated == 24
+    v2 = simulate("cluster_binary", seeds.rng(2, "x"))
+    np.testing.assert_allclose(v2[1], 0.3 + 0.6 * v2[0].frame["V2"].to_numpy())
+    with pytest.raises(ValueError, match="unknown battery scenario 'nul'.*null20"):
+        get_scenario("nul")
+
+
+def test_battery_cli_refuses_an_unknown_scenario(capsys):
+    with pytest.raises(SystemExit):
+        battery.main(["--methods", "lmm", "--scenarios", "null,tiny2", "--reps", "1"])
+    assert "unknown battery scenario 'tiny2'" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 
 ``python -m clusterhte.evaluate.battery --reps 10 --settings quick`` prints the method ×
 scenario table (means over replicates) and, with ``--out``, writes the per-replicate table as CSV;
-``--set megb.effect_interval=shrunk`` overrides one hyperparameter.
+``--set megb.effect_interval=shrunk`` overrides one hyperparameter; ``--scenarios`` also takes the
+other designs of :data:`clusterhte.simulate.battery.OTHER_DESIGNS` (``tiny``, ``null20``,
+``two_to_one``, ...).
 A method that raises on a replicate is recorded as failed (with its error) and the run goes on.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from clusterhte import methods, seeds
-from clusterhte.simulate.battery import SCENARIOS, metrics, simulate
+from clusterhte.simulate.battery import SCENARIOS, get_scenario, metrics, simulate
 
 SUMMARY_METRICS = ("pehe", "coverage", "width", "cate_sd", "true_sd", "corr", "zero_in_interval",
                    "ate_error", "ate_covered", "seconds", "failed")
@@ -101,6 +103,11 @@ def main(argv=None) -> int:
     params = settings(a.settings)
     for item in a.set:
         params = with_override(params, item, p.error)
+    for name in a.scenarios.split(","):
+        try:
+            get_scenario(name)
+        except ValueError as e:
+            p.error(str(e))
     per_rep = run(a.methods.split(","), a.scenarios.split(","), a.reps, params, a.seed)
     if a.out:
         per_rep.to_csv(a.out, index=False)
