@@ -19,13 +19,20 @@ from conftest import make_crt
 def test_registry_and_params():
     assert get("lmm") is LMM
     est = make("lmm", {"interactions": ["X1"]}, random_state=3)
-    assert est.get_params() == {"interactions": ["X1"], "reml": True, "ddf": "kenward-roger"}
-    assert LMM.default_params() == {"interactions": None, "reml": True, "ddf": "kenward-roger"}
+    assert est.get_params() == {"interactions": ["X1"], "reml": True, "ddf": "kenward-roger",
+                                "spline_knots": 0, "min_unique": 10}
+    assert LMM.default_params() == {"interactions": None, "reml": True, "ddf": "kenward-roger",
+                                    "spline_knots": 0, "min_unique": 10}
     with pytest.raises(MethodError, match="'ddf'"):
         LMM(ddf="residual")
     with pytest.raises(MethodError, match="kenward-roger.*reml"):
         LMM(reml=False)
     LMM(reml=False, ddf="satterthwaite")
+    for bad in (1, 2, 8, True, "4"):
+        with pytest.raises(MethodError, match="'spline_knots' must be 0 .* or one of \\[3, 4, 5, 6, 7\\]"):
+            LMM(spline_knots=bad)
+    with pytest.raises(MethodError, match="'min_unique'"):
+        LMM(min_unique=1)
 
 
 def test_point_estimates_equal_closed_form_gls(crt_linear):
@@ -174,3 +181,57 @@ def test_outcome_predictions_marginal_and_conditional(crt_linear):
     blup = t2 * nj / (t2 * nj + s2) * np.bincount(codes, weights=r) / nj
     np.testing.assert_allclose(o.conditional - o.marginal, blup[codes], atol=1e-8)
     assert o.replicates is None
+
+
+def test_restricted_cubic_splines_match_lme4_with_natural_splines():
+    """``spline_knots = 4`` against lme4 + pbkrtest with ``splines::ns`` at the same knots (the same
+    function space; tests/data/lmm_rcs_reference.R): every row's CATE, and the ATE's estimate,
+    Kenward-Roger SE and df."""
+    import pandas as pd
+
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    d = pd.read_csv(data / "lmm_small_trials.csv")
+    d = d[d["dataset"] == "interior"].reset_index(drop=True)
+    ref = pd.read_csv(data / "lmm_rcs_reference.csv")
+    td = TrialData(d.drop(columns="dataset"), "crt", ("X1", "X2", "X3", "X4"), ("V1", "V2"), (),
+                   name="interior").validate()
+    est = LMM(spline_knots=4).fit(td)
+    assert sorted(est.knots_) == ["X1", "X2", "X4"]          # X3 is binary: linear
+    assert len(est.names_) == 2 + 2 * 12
+    res = est.predict(td)
+    rows = ref[ref["row"] > 0].sort_values("row")
+    np.testing.assert_allclose(res.point, rows["cate"], atol=1e-6)
+    ate = ref[ref["row"] == 0].iloc[0]
+    assert res.ate()[0] == pytest.approx(ate["cate"], abs=1e-6)
+    assert res.info["ate_se"] == pytest.approx(ate["se"], rel=1e-5)
+    assert res.info["ate_df"] == pytest.approx(ate["df"], rel=1e-4)
+
+
+def test_restricted_cubic_spline_basis_is_harrells():
+    """Linear beyond the outer knots, cubic in between, continuous second derivative; zero left of
+    the first knot (rcspline.eval's definition)."""
+    from clusterhte.methods.splines import rcs_basis, rcs_knots
+
+    x = np.linspace(-4, 4, 2001)
+    t = rcs_knots(np.random.default_rng(1).normal(size=500), 5)
+    B = rcs_basis(x, t)
+    assert B.shape == (x.size, 3)
+    assert np.all(B[x < t[0]] == 0)
+    d2 = np.diff(B, 2, axis=0)
+    assert np.abs(d2[x[1:-1] > t[-1] + 0.01]).max() < 1e-12      # linear right of the last knot
+    assert np.abs(np.diff(d2, axis=0)).max() < 1e-5               # no jump in the second derivative
+    with pytest.raises(ValueError, match="not distinct"):
+        rcs_knots(np.r_[np.zeros(90), np.arange(10.0)], 4)
+    with pytest.raises(ValueError, match="3-7 knots"):
+        rcs_knots(x, 2)
+
+
+def test_splines_are_refit_free_on_new_rows(crt_linear):
+    """New clusters are predicted with the training knots; continuous covariates only."""
+    td, _ = crt_linear
+    est = LMM(spline_knots=3).fit(td)
+    assert sorted(est.knots_) == ["X1", "X2"]
+    half = td.subset(np.arange(td.n) < 100)
+    np.testing.assert_allclose(est.predict(half).point, est.predict(td).point[:100])

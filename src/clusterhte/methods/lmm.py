@@ -32,6 +32,18 @@ projection for 95.4% of rows and the true CATE for 81.3%
 (``tests/test_battery.py::test_lmm_covers_its_linear_projection``). Use ``gamm`` (penalized smooth
 interactions; 92.1% there) when the effect modification may be nonlinear.
 
+``spline_knots = k`` (3-7; default 0 = linear) replaces each continuous individual covariate (at
+least ``min_unique`` distinct values) by a restricted cubic spline with ``k`` knots at Harrell's
+default quantiles (``rms::rcs``; the same function space as ``splines::ns`` with the outer knots
+as boundary knots), in the main effects and the treatment interactions: the pre-specified,
+unpenalized effect model of the PATH statement. Cluster covariates stay linear (each spline term
+would cost a between-cluster degree of freedom). On the battery (20 replicates, ``--set
+lmm.spline_knots=4``) it covers the nonlinear CATE in 94.2% of rows and the linear one in 97.0%,
+but every spline coefficient is estimated without shrinkage: under no effect the SD of its CATEs is
+0.260 against 0.222 for the linear LMM and 0.226 for the GAMM (3 knots: 0.239, and 83.7% on the
+nonlinear scenario). The GAMM shrinks the same curvature towards linear by REML and is the
+recommended flexible form; this option is the unpenalized reference.
+
 Aliased columns (a binary cluster covariate equal to the arm, or ``A x V`` all zero, frequent with
 10 clusters) are dropped with an :class:`~clusterhte.mixed.design.AliasedColumnsWarning` naming
 them, as lme4 drops them (same in-order rank test, tolerance 1e-7); their coefficients are 0 in
@@ -64,6 +76,7 @@ from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomeP
 from clusterhte.mixed.ddf import DDF_METHODS, t_interval, varcomp_inference
 from clusterhte.mixed.design import drop_aliased, independent_columns, require_between_cluster_df
 from clusterhte.mixed.reml import LMMError, fit_lmm
+from clusterhte.methods.splines import RCS_QUANTILES, rcs_basis, rcs_knots
 
 Z975 = float(stats.norm.ppf(0.975))
 NEAR_ALIAS_TOL = 1e-4  # only to name the culprits when the fit refuses a nearly singular design
@@ -77,6 +90,10 @@ class LMM(Estimator):
     interactions : covariate names that interact with treatment; ``None`` = every covariate,
         ``[]`` = none (constant CATE = the adjusted ATE).
     reml : REML (True, lme4's default) or ML.
+    spline_knots : 0 (linear, lme4's formula) or 3-7: restricted cubic splines of the continuous
+        individual covariates (see the module docstring).
+    min_unique : individual covariates with fewer distinct values stay linear under
+        ``spline_knots``.
     ddf : small-sample degrees of freedom of the t intervals, ``"kenward-roger"`` (default, needs
         ``reml = True`` as in pbkrtest), ``"satterthwaite"`` or ``"none"`` (z intervals).
     """
@@ -88,9 +105,14 @@ class LMM(Estimator):
     library = "numpy/scipy (clusterhte.mixed.reml, lme4 criterion)"
 
     def __init__(self, interactions: list | None = None, reml: bool = True, ddf: str = "kenward-roger",
-                 random_state: int | None = None):
+                 spline_knots: int = 0, min_unique: int = 10, random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
+        if isinstance(spline_knots, bool) or spline_knots not in (0, *RCS_QUANTILES):
+            raise MethodError(f"method 'lmm': hyperparameter 'spline_knots' must be 0 (linear) or one of "
+                              f"{list(RCS_QUANTILES)}, got {spline_knots!r}")
+        if isinstance(min_unique, bool) or not isinstance(min_unique, (int, np.integer)) or min_unique < 2:
+            raise MethodError(f"method 'lmm': hyperparameter 'min_unique' must be an integer >= 2, got {min_unique!r}")
         if ddf not in DDF_METHODS:
             raise MethodError(f"method 'lmm': hyperparameter 'ddf' must be one of {list(DDF_METHODS)}, got {ddf!r}")
         if ddf == "kenward-roger" and not reml:
@@ -116,24 +138,46 @@ class LMM(Estimator):
                               f"covariates of {train.name} ({list(train.covariates)})")
         return list(dict.fromkeys(self.interactions))
 
+    def _terms(self, data: TrialData, columns) -> np.ndarray:
+        """The covariates ``columns`` as model columns: each one, followed by its restricted cubic
+        spline terms when it has knots (``self.knots_``)."""
+        X = data.X(columns)
+        parts = []
+        for k, c in enumerate(columns):
+            parts.append(X[:, k:k + 1])
+            if c in self.knots_:
+                parts.append(rcs_basis(X[:, k], self.knots_[c]))
+        return np.column_stack(parts) if parts else np.empty((data.n, 0))
+
+    def _names(self, columns) -> list[str]:
+        return [nm for c in columns
+                for nm in [c] + [c + "'" * (j + 1) for j in range(len(self.knots_.get(c, ())) - 2)]]
+
     def _design(self, data: TrialData, A=None) -> np.ndarray:
         A = data.treatment if A is None else np.broadcast_to(np.asarray(A, dtype=float), (data.n,))
-        Xc = data.X(self.covariates_)
-        Xi = data.X(self.inter_)
+        Xc = self._terms(data, self.covariates_)
+        Xi = self._terms(data, self.inter_)
         return np.column_stack([np.ones(data.n), A, Xc, A[:, None] * Xi])
 
     def _contrast(self, data: TrialData) -> np.ndarray:
         """Rows ``c`` with ``c' beta`` the CATE: design at A = 1 minus design at A = 0."""
-        return np.column_stack([np.zeros(data.n), np.ones(data.n), np.zeros((data.n, len(self.covariates_))),
-                                data.X(self.inter_)])
+        Xi = self._terms(data, self.inter_)
+        return np.column_stack([np.zeros(data.n), np.ones(data.n),
+                                np.zeros((data.n, len(self._names(self.covariates_)))), Xi])
 
     # ------------------------------------------------------------------ API
     def _fit(self, train: TrialData) -> None:
         train.validate()
         self.covariates_ = list(train.covariates)
         self.inter_ = self._interacting(train)
-        self.names_ = (["(Intercept)", "treatment"] + self.covariates_
-                       + [f"treatment:{c}" for c in self.inter_])
+        self.knots_ = {}
+        if self.spline_knots:
+            for c in train.individual_covariates:
+                x = train.frame[c].to_numpy(dtype=float)
+                if np.unique(x).size >= int(self.min_unique):
+                    self.knots_[c] = rcs_knots(x, int(self.spline_knots))
+        self.names_ = (["(Intercept)", "treatment"] + self._names(self.covariates_)
+                       + [f"treatment:{c}" for c in self._names(self.inter_)])
         X, self.keep_, self.dropped_ = drop_aliased(self._design(train), self.names_,
                                                     f"{train.name}: method 'lmm'")
         require_between_cluster_df(X, train.cluster_codes, [nm for nm, k in zip(self.names_, self.keep_) if k],

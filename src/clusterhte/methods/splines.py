@@ -1,4 +1,5 @@
-"""B-spline and P-spline bases shared by the additive CRT estimators (mermboost, GAMM).
+"""B-spline and P-spline bases shared by the additive CRT estimators (mermboost, GAMM), and the
+restricted cubic splines of the LMM's ``spline_knots`` option.
 
 A P-spline (Eilers & Marx 1996) is a B-spline basis on equally spaced knots with a difference
 penalty on neighbouring coefficients, ``lambda * ||D_d beta||^2``. Two users:
@@ -138,3 +139,33 @@ def sum_to_zero_constraint(X: np.ndarray, weights: np.ndarray | None = None) -> 
     c = (X if weights is None else X * np.asarray(weights, dtype=float)[:, None]).sum(axis=0)
     q, _ = np.linalg.qr(c[:, None], mode="complete")
     return q[:, 1:]
+
+
+# Harrell's default knot quantiles (rms::rcspline.eval, n >= 100) by number of knots
+RCS_QUANTILES = {3: (0.10, 0.50, 0.90), 4: (0.05, 0.35, 0.65, 0.95), 5: (0.05, 0.275, 0.50, 0.725, 0.95),
+                 6: (0.05, 0.23, 0.41, 0.59, 0.77, 0.95),
+                 7: (0.025, 0.1833, 0.3417, 0.50, 0.6583, 0.8167, 0.975)}
+
+
+def rcs_knots(x: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` knots of a restricted cubic spline of ``x``: Harrell's quantiles (R type 7)."""
+    if k not in RCS_QUANTILES:
+        raise ValueError(f"restricted cubic splines take 3-7 knots, got {k!r}")
+    t = np.quantile(np.asarray(x, dtype=float), RCS_QUANTILES[k])
+    if np.any(np.diff(t) <= 0):
+        raise ValueError(f"the {k} knot quantiles of the covariate are not distinct ({np.round(t, 6).tolist()})")
+    return t
+
+
+def rcs_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """The ``k - 2`` nonlinear terms of the restricted cubic spline with ``knots`` (Harrell's
+    ``rcspline.eval(x, knots, norm = 2)``): cubic between the knots, linear beyond the outer ones;
+    with ``x`` itself they span the natural cubic splines with these knots."""
+    x = np.asarray(x, dtype=float)[:, None]
+    t = np.asarray(knots, dtype=float)
+    k = t.size
+    p3 = lambda u: np.maximum(u, 0.0) ** 3  # noqa: E731
+    tj = t[None, :k - 2]
+    out = (p3(x - tj) - p3(x - t[k - 2]) * (t[k - 1] - tj) / (t[k - 1] - t[k - 2])
+           + p3(x - t[k - 1]) * (t[k - 2] - tj) / (t[k - 1] - t[k - 2]))
+    return out / (t[k - 1] - t[0]) ** 2
