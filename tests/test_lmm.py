@@ -235,3 +235,10 @@ def test_splines_are_refit_free_on_new_rows(crt_linear):
     assert sorted(est.knots_) == ["X1", "X2"]
     half = td.subset(np.arange(td.n) < 100)
     np.testing.assert_allclose(est.predict(half).point, est.predict(td).point[:100])
+    from dataclasses import replace
+
+    frame = td.frame.copy()
+    frame.loc[frame.index[:500], "X1"] = 0.0
+    tied = replace(td, frame=frame)
+    with pytest.raises(MethodError, match="covariate 'X1': the 3 knot quantiles .* not distinct"):
+        LMM(spline_knots=3).fit(tied)

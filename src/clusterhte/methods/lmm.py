@@ -175,7 +175,11 @@ class LMM(Estimator):
             for c in train.individual_covariates:
                 x = train.frame[c].to_numpy(dtype=float)
                 if np.unique(x).size >= int(self.min_unique):
-                    self.knots_[c] = rcs_knots(x, int(self.spline_knots))
+                    try:
+                        self.knots_[c] = rcs_knots(x, int(self.spline_knots))
+                    except ValueError as e:
+                        raise MethodError(f"method 'lmm': {train.name}: covariate {c!r}: {e}; use fewer "
+                                          f"'spline_knots' or a larger 'min_unique'") from None
         self.names_ = (["(Intercept)", "treatment"] + self._names(self.covariates_)
                        + [f"treatment:{c}" for c in self._names(self.inter_)])
         X, self.keep_, self.dropped_ = drop_aliased(self._design(train), self.names_,
