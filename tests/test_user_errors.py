@@ -198,3 +198,24 @@ def test_invalid_name_plain_message(tmp_path):
 
 # A bad data row in the workflow (named trial and file, error in the job's log, other trials
 # still built): tests/test_offline.py.
+
+
+def test_a_trial_too_small_for_the_model_fails_with_the_reason_and_no_traceback(tmp_path, capsys):
+    """6 clusters with two cluster covariates interacting with treatment: the LMM refuses (no
+    between-cluster df); stderr names the columns and the remedy, without a traceback, and no file
+    is written. Following the remedy fits."""
+    import numpy as np
+
+    from clusterhte.simulate.battery import simulate
+
+    trial, _ = simulate("tiny", np.random.default_rng(0))
+    df = trial.frame.rename(columns={"outcome": "y", "treatment": "arm", "cluster": "site"})
+    extra = ["--cluster-covariates", "V1,V2"]
+    code, out = fit(tmp_path, df, *extra, covs="X1,X2,X3,X4")
+    err = capsys.readouterr().err
+    assert code != 0 and not out.exists()
+    assert "Traceback" not in err
+    assert "6 clusters and the model 6 independent cluster-level columns" in err
+    assert "hyperparameter 'interactions'" in err
+    code, out = fit(tmp_path, df, *extra, "--param", "interactions=[X1,X2,X3,X4]", covs="X1,X2,X3,X4")
+    assert code == 0 and out.exists()

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from clusterhte import methods, seeds
-from clusterhte.data.trial import TrialData
+from clusterhte.data.trial import TrialData, TrialDataError
 
 FIT_COLUMNS = ["rep", "split", "row", "cate", "lower", "upper", "decision", "seconds", "failed",
                "error", "ate", "ate_lower", "ate_upper"]
@@ -49,7 +49,8 @@ def _fit_each(replicates, *, study, cell, method, params, root_seed, log, total,
             raise  # a configuration problem, not a replicate failure
         except Exception as e:  # noqa: BLE001 - record and go on, as the study design requires
             err = f"{type(e).__name__}: {e}"
-            traceback.print_exc(file=log)
+            if not isinstance(e, TrialDataError):  # the data cannot carry the model: the message says why
+                traceback.print_exc(file=log)
         secs = time.perf_counter() - t0
         yield rep, preds, secs, err, results
         status = "FAILED " + err if err else "ok"
