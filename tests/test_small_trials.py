@@ -148,7 +148,7 @@ def test_restricted_likelihood_is_flat_in_the_cluster_variance_when_the_cluster_
 
     trial, _ = _six_clusters()
     lmm = methods.make("lmm", {})
-    lmm.covariates_, lmm.inter_ = list(trial.covariates), list(trial.covariates)
+    lmm.covariates_, lmm.inter_, lmm.knots_ = list(trial.covariates), list(trial.covariates), {}
     X = lmm._design(trial)
     codes = trial.cluster_codes
     Z = np.ones((trial.n, 1))
