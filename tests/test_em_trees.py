@@ -470,3 +470,18 @@ def test_hull_interval_contains_the_shrunk_and_the_unshrunk_intervals():
     np.testing.assert_allclose(res.lower, np.minimum(shrunk.lower, un.lower))
     np.testing.assert_allclose(res.upper, np.maximum(shrunk.upper, un.upper))
     assert res.info["interval"] == "hull" and res.ate() == shrunk.ate()
+
+
+def test_megb_fits_a_two_to_one_trial_where_lightgbm_used_to_abort():
+    """The battery's 2:1 design, replicate 1: with ``min_sum_hessian_in_leaf = 0`` LightGBM aborted
+    ("Check failed: (best_split_info.left_count) > (0)") on the effect booster, whose R-learner
+    weights (A - e)^2 differ by arm when e = 2/3."""
+    from clusterhte import seeds
+    from clusterhte.evaluate import battery
+    from clusterhte.simulate.battery import simulate
+
+    trial, tau = simulate("two_to_one", seeds.rng(20231, "battery", "two_to_one", 1))
+    params = battery.settings("quick")["megb"]
+    res = MEGB(**params, random_state=seeds.int_seed(20231, "battery", "two_to_one", 1, "megb")).fit(trial).predict(trial)
+    assert np.all(np.isfinite(res.point)) and np.all(res.lower <= res.upper)
+    assert np.corrcoef(res.point, tau)[0, 1] > 0.5

@@ -1092,7 +1092,10 @@ class MEGB(_EMTrees):
 
     Learner: LightGBM (``lightgbm.train``, L2 loss, ``n_estimators`` rounds, ``learning_rate``,
     ``max_depth`` with ``num_leaves = 2**max_depth``, ``min_data_in_leaf = min_samples_leaf``,
-    row subsampling ``subsample`` per round; histogram splits rather than gbm's exact ones).
+    row subsampling ``subsample`` per round; histogram splits rather than gbm's exact ones;
+    ``min_sum_hessian_in_leaf`` is LightGBM's default 1e-3: at 0 LightGBM 4.7 aborted with "Check
+    failed: (best_split_info.left_count) > (0)" on a 2:1 trial, whose R-learner weights differ by
+    arm, and on 1:1 trials 1e-3 gives the same trees as 0).
 
     * ``learner_form="r"`` (default): R-learner on the cross-fitted EM fit (module docstring);
       the outcome boosters run ``n_estimators`` rounds, the effect booster's rounds are chosen by
@@ -1149,7 +1152,7 @@ class MEGB(_EMTrees):
     def _learner(self, seed: int):
         params = {"objective": "regression", "learning_rate": float(self.learning_rate),
                   "max_depth": int(self.max_depth), "num_leaves": 2 ** int(self.max_depth),
-                  "min_data_in_leaf": int(self.min_samples_leaf), "min_sum_hessian_in_leaf": 0.0,
+                  "min_data_in_leaf": int(self.min_samples_leaf), "min_sum_hessian_in_leaf": 1e-3,
                   "bagging_fraction": float(self.subsample), "bagging_freq": 1 if self.subsample < 1 else 0,
                   "num_threads": self._library_threads(), "deterministic": True, "force_row_wise": True,
                   "seed": int(seed % (2 ** 31 - 1)), "verbose": -1}
