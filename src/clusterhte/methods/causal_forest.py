@@ -301,7 +301,8 @@ def debiased_variance(between: np.ndarray, noise: np.ndarray, n_groups: int) -> 
 
 
 class CausalForest(Estimator):
-    """CF: honest causal forest with W.hat = the share of treated clusters, cross-fitted Y.hat, cluster half-sampling intervals.
+    """CF: honest causal forest with W.hat = the share of treated clusters, cross-fitted Y.hat,
+    cluster half-sampling intervals.
 
     Paper label "CF"; R original ``grf::causal_forest`` (see the module docstring for the
     algorithm, the interval and every difference).
