@@ -171,6 +171,7 @@ def test_saturated_cluster_level_is_refused_with_the_columns_named(method):
         methods.make(method, {}).fit(trial)
 
 
+@pytest.mark.filterwarnings("ignore::clusterhte.mixed.design.AliasedColumnsWarning")
 def test_lmm_without_cluster_interactions_fits_six_clusters_and_covers():
     """The message's remedy works: the individual covariates interact, V1 and V2 are main effects
     only (4 cluster-level columns, 2 df); over 200 such trials the ATE interval covers."""
