@@ -7,6 +7,9 @@ stored next to the table (and in the Parquet key-value metadata), never guessed 
 
 Every check raises one :class:`TrialDataError` that names the source, the column and the rows at
 fault, so that a user can go straight to the problem in their file.
+
+:func:`propensity` is the design's known probability of treatment per row, shared by the methods
+that need it (the causal forest's ``W.hat``) and the validation's doubly robust scores.
 """
 
 from __future__ import annotations
@@ -284,6 +287,28 @@ class TrialData:
                         f"{src}: column 'treatment': cluster(s) {list(labels[one[:5]])} have only one arm; "
                         "in a multisite trial every site needs treated and control individuals")
         return self
+
+
+def propensity(trial: TrialData) -> np.ndarray:
+    """Known probability of treatment per row.
+
+    CRT (treatment by cluster, any allocation ratio): the observed share of treated clusters.
+    Multisite: each site's share of treated individuals (the design's within-site allocation).
+    """
+    codes = trial.cluster_codes
+    a = trial.treatment
+    J = int(codes.max()) + 1
+    n = np.bincount(codes, minlength=J)
+    share = np.bincount(codes, weights=a, minlength=J) / n
+    if trial.design == "crt":
+        e = np.full(trial.n, float(np.mean(share > 0.5)))
+    else:
+        e = share[codes]
+    if not ((e > 0) & (e < 1)).all():
+        bad = np.flatnonzero(~((e > 0) & (e < 1)))
+        raise ValueError(f"{trial.name}: the treated share is 0 or 1 in the clusters of rows "
+                         f"{bad[:8].tolist()}; those rows carry no information on the effect")
+    return e
 
 
 def make_trial(frame: pd.DataFrame, design: str, *, outcome: str = "outcome",

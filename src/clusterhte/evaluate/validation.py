@@ -61,7 +61,7 @@ from scipy import stats
 
 from clusterhte import folds as F
 from clusterhte import seeds
-from clusterhte.data.trial import TrialData
+from clusterhte.data.trial import TrialData, propensity  # noqa: F401 - part of this module's API
 from clusterhte.evaluate.cr2 import cr2_ols
 
 __all__ = ["propensity", "validation_folds", "cross_fit", "dr_scores", "calibration",
@@ -75,28 +75,6 @@ DEFAULT_FOLDS = 5
 
 
 # ----------------------------------------------------------------------------- design pieces
-def propensity(trial: TrialData) -> np.ndarray:
-    """Known probability of treatment per row.
-
-    CRT (treatment by cluster, 1:1 allocation): the observed share of treated clusters.
-    Multisite: each site's share of treated individuals (the design's within-site allocation).
-    """
-    codes = trial.cluster_codes
-    a = trial.treatment
-    J = int(codes.max()) + 1
-    n = np.bincount(codes, minlength=J)
-    share = np.bincount(codes, weights=a, minlength=J) / n
-    if trial.design == "crt":
-        e = np.full(trial.n, float(np.mean(share > 0.5)))
-    else:
-        e = share[codes]
-    if not ((e > 0) & (e < 1)).all():
-        bad = np.flatnonzero(~((e > 0) & (e < 1)))
-        raise ValueError(f"{trial.name}: the treated share is 0 or 1 in the clusters of rows "
-                         f"{bad[:8].tolist()}; those rows carry no information on the effect")
-    return e
-
-
 def validation_folds(trial: TrialData, seed: int, k: int = DEFAULT_FOLDS) -> np.ndarray:
     """Fold label per row: whole clusters, stratified by arm, K adapted to the cluster counts.
 

@@ -131,7 +131,7 @@ import numpy as np
 from scipy.special import erfc
 from scipy.stats import t as student_t
 
-from clusterhte.data.trial import TrialData
+from clusterhte.data.trial import TrialData, propensity
 from clusterhte.folds import cluster_folds, cluster_strata, n_folds
 from clusterhte.methods.base import CateResult, Estimator, MethodError
 from clusterhte.methods.bootstrap import n_workers, ordered_draws, parallel_map
@@ -434,7 +434,7 @@ class CausalForest(Estimator):
         X, y, A = train.X(), train.outcome, train.treatment
         codes = train.cluster_codes
         # W.hat: the share of treated clusters, held fixed in the half-sample refits as grf holds it
-        self.w_hat_ = float(np.mean(np.bincount(codes, weights=A) / np.bincount(codes)))
+        self.w_hat_ = float(propensity(train)[0])
         self.yhat_ = self._yhat(X, y, train.cluster_codes, seed, strata)
         ytilde = y - self.yhat_
         self.forest_ = self._forest(X, A, ytilde, seed, int(self.n_estimators),
