@@ -147,9 +147,8 @@ def test_restricted_likelihood_is_flat_in_the_cluster_variance_when_the_cluster_
     from clusterhte.mixed.design import between_cluster_df
 
     trial, _ = _six_clusters()
-    lmm = methods.make("lmm", {})
-    lmm.covariates_, lmm.inter_, lmm.knots_ = list(trial.covariates), list(trial.covariates), {}
-    X = lmm._design(trial)
+    A, Xcov = trial.treatment, trial.X()
+    X = np.column_stack([np.ones(trial.n), A, Xcov, A[:, None] * Xcov])   # the LMM's design
     codes = trial.cluster_codes
     Z = np.ones((trial.n, 1))
     for cols, df in ((X, 0), (X[:, :-2], 2)):
