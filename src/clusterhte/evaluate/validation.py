@@ -428,6 +428,37 @@ def model_selection(scores: pd.DataFrame, y, treatment, taus: dict, cluster,
 
 
 # ----------------------------------------------------------------------------- 8. policy value
+def _fold_mean_variances(x, cluster, fold, ks) -> np.ndarray:
+    """Variance of each fold's mean of ``x`` given its regime: CR2 over the fold's clusters.
+
+    A fold of one cluster (a multisite trial of fewer than 10 sites has some) has no within-fold
+    estimate; then every fold's variance comes from one working model, cluster means of a common
+    variance phi: ``V_k = phi sum_{c in k} n_c^2 / n_k^2``, phi pooled over the folds with at least
+    2 clusters (cluster totals centred at their fold's mean, CR1 factor ``J_k / (J_k - 1)``), or,
+    when every fold has one cluster, over all clusters around the overall mean.
+    """
+    codes = pd.factorize(np.asarray(cluster))[0]
+    J = int(codes.max()) + 1
+    fold_of = np.zeros(J, dtype=np.asarray(fold).dtype)
+    fold_of[codes] = fold
+    n_c = np.bincount(codes, minlength=J).astype(float)
+    J_k = np.array([np.sum(fold_of == k) for k in ks])
+    if J_k.min() >= 2:
+        one = np.ones((x.size, 1))
+        return np.array([cr2_ols(x[fold == k], one[fold == k], codes[fold == k]).vcov[0, 0] for k in ks])
+    S_c = np.bincount(codes, weights=x, minlength=J)
+    if J_k.max() >= 2:
+        mean_k = {k: x[fold == k].mean() for k in ks}
+        u = S_c - n_c * np.array([mean_k[k] for k in fold_of])
+        factor = {k: jk / (jk - 1.0) for k, jk in zip(ks, J_k) if jk >= 2}
+        use = np.array([k in factor for k in fold_of])
+        phi = float(np.sum(u[use] ** 2 * np.array([factor[k] for k in fold_of[use]])) / np.sum(n_c[use] ** 2))
+    else:
+        u = S_c - n_c * x.mean()
+        phi = float(np.sum(u ** 2) / np.sum(n_c ** 2) * J / (J - 1.0))
+    return np.array([phi * np.sum(n_c[fold_of == k] ** 2) / np.sum(n_c[fold_of == k]) ** 2 for k in ks])
+
+
 def crossfit_mean(x, cluster, fold, level: float = 0.95) -> dict:
     """Mean of ``x`` over all rows when ``x`` depends on a regime cross-fitted over ``fold``.
 
@@ -439,7 +470,8 @@ def crossfit_mean(x, cluster, fold, level: float = 0.95) -> dict:
     between-fold sample variance ``S_F^2``. So ``C = max(0, mean_k V_k - S_F^2)`` is added to the
     pooled CR2 variance (the first term), as evalITR caps ``S_F^2`` at the within-fold variance.
 
-    ``V_k``: CR2 variance of fold ``k``'s mean (its clusters). Differences from evalITR: fold
+    ``V_k``: CR2 variance of fold ``k``'s mean (its clusters; :func:`_fold_mean_variances` for
+    folds of one cluster). Differences from evalITR: fold
     weights by size (folds of whole clusters differ in size), CR2 within-fold variances instead
     of Neyman's, the t quantile on the pooled CR2 Satterthwaite df. With a zero correction it is
     the pooled CR2 interval. Conservative when the regimes barely depend on the training folds
@@ -458,14 +490,9 @@ def crossfit_mean(x, cluster, fold, level: float = 0.95) -> dict:
     extra = 0.0
     ks = np.unique(fold)
     if ks.size > 1:
-        means, variances, w = [], [], []
-        for k in ks:  # K fits of one column
-            m = fold == k
-            fk = cr2_ols(x[m], one[m], np.asarray(cluster)[m])
-            means.append(fk.coef[0])
-            variances.append(fk.vcov[0, 0])
-            w.append(m.mean())
-        w = np.asarray(w)
+        means = np.array([x[fold == k].mean() for k in ks])
+        w = np.array([np.mean(fold == k) for k in ks])
+        variances = _fold_mean_variances(x, np.asarray(cluster), fold, ks)
         extra = (1.0 - float(np.sum(w ** 2))) * max(0.0, float(np.mean(variances)) - float(np.var(means, ddof=1)))
     se = float(np.sqrt(max(var + extra, 0.0)))
     q = stats.t.ppf(0.5 + level / 2, df) if np.isfinite(df) else np.nan
