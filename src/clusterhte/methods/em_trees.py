@@ -599,9 +599,9 @@ def r_learner(G: np.ndarray, y: np.ndarray, a: np.ndarray, codes: np.ndarray, fo
        intercept cannot take the treatment effect, nor its linear modification by ``C``.
     2. *Effect stage* (Nie & Wager's R-loss with the propensity known by design): with
        ``r = y - m - b~`` and ``e = mean(a)`` (the treated share of rows, so ``sum (a - e) = 0``
-       and a constant effect is estimated by the difference of the arms' mean residuals, as in
-       the linear mixed model; the design probability, the share of treated clusters, differs
-       from it when cluster sizes differ between arms), ``tau`` minimises ``sum_ij (r_ij - (a_ij - e) tau(x_ij))^2``, i.e. a
+       and a constant effect is estimated by the difference of the arms' mean residuals; the
+       design probability, the share of treated clusters, differs from it when cluster sizes
+       differ between arms), ``tau`` minimises ``sum_ij (r_ij - (a_ij - e) tau(x_ij))^2``, i.e. a
        weighted regression of the pseudo-outcome ``r / (a - e)`` with weights ``(a - e)^2``.
        Because ``A`` is randomized, ``E[(a - e) (m - m_hat) | X, V] = 0``: an imperfect ``m`` adds
        noise, not bias. Before dividing, :func:`linear_main_effects` removes what ``m`` left of
