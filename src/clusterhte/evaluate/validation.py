@@ -440,7 +440,8 @@ def _rate_crossfit(gs, ps, W, grid, fold_s) -> np.ndarray:
 def rate(gamma, tau, cluster, treatment, rng: np.random.Generator, *, larger_is_better: bool = True,
          n_boot: int = 200, level: float = 0.95, grid=None, fold=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """RATE of the ranking by τ̂ (benefit scale): (``target, estimate, se, lower, upper, p_value``,
-    TOC curve ``q, estimate, lower, upper``). Normal intervals from a stratified cluster bootstrap.
+    TOC curve ``q, estimate, lower, upper``). Intervals from a stratified cluster bootstrap: normal
+    ones, or with ``fold`` t intervals whose variance adds the cross-fitting term.
     ``fold``: the cross-fitting folds of τ̂; when given, rows are ranked within their fold
     (:func:`within_fold_rank`).
     """
