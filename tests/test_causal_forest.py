@@ -239,8 +239,6 @@ def test_multisite_refused_and_bad_hyperparameters(crt_linear):
         CausalForest(subsample="clusters").fit(td)
     with pytest.raises(MethodError, match="honest"):
         CausalForest(honest=False).fit(td)
-    with pytest.raises(MethodError, match="n_half_samples = 0"):
-        CausalForest(n_half_samples=0).fit(td)
     with pytest.raises(MethodError, match="max_samples"):
         CausalForest(max_samples=float("nan")).fit(td)
     with pytest.raises(MethodError, match="n_half_samples"):
@@ -478,3 +476,17 @@ def test_w_hat_is_the_share_of_treated_clusters_in_an_unequal_allocation():
     res = cf.predict(td)
     lo, hi = res.info["ate_interval"]
     assert abs(res.point.mean() - tau.mean()) < 0.15 and lo < tau.mean() < hi
+
+
+def test_no_half_samples_gives_the_same_point_estimates_without_intervals(crt_linear):
+    """n_half_samples = 0 with the cluster-honest forest (the validation's cross-fits): the same
+    CATEs as the fit with half-samples, no interval (NaN), and no 4-clusters-per-arm minimum."""
+    td, _ = crt_linear
+    full = CausalForest(**QUICK, random_state=3).fit(td).predict(td)
+    point = CausalForest(**{**QUICK, "n_half_samples": 0}, random_state=3).fit(td).predict(td)
+    np.testing.assert_array_equal(point.point, full.point)
+    assert np.isnan(point.lower).all() and np.isnan(point.upper).all()
+    assert "none" in point.info["interval"]
+    three = td.subset(td.frame["cluster"].isin([c for c in range(30) if c not in td.frame.loc[
+        td.frame["treatment"] == 1, "cluster"].unique()[:12]]))          # 3 treated clusters left
+    assert CausalForest(**{**QUICK, "n_half_samples": 0}, random_state=3).fit(three).predict(three).point.size == three.n

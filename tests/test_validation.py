@@ -187,6 +187,19 @@ def test_model_selection_and_policy_value_identities():
     assert down.set_index("method").loc["truth", "gain_vs_all"] == pytest.approx(-pv.loc["truth", "gain_vs_all"])
 
 
+@pytest.mark.parametrize("method", ["lmm", "gamm", "ribart", "mixedbart", "stan4bart", "mbcf", "cf", "merf",
+                                    "megb", "gpboost", "mermboost"])
+def test_every_crt_method_cross_fits_with_its_validation_settings(method):
+    """The workflow cross-fits every method with its interval-only refits switched off
+    (``point_params``); each must accept those settings (the causal forest once refused
+    ``n_half_samples = 0``, and its validation failed in every run)."""
+    from clusterhte.evaluate.battery import settings
+
+    tr, _ = make_crt(21, "linear", M=16, size=12)
+    oof = V.cross_fit(tr, method, settings("quick").get(method, {}), 4, log=_io.StringIO())
+    assert len(oof) == tr.n and np.isfinite(oof["cate"]).all()
+
+
 def test_cross_fit_doubles_weighting_scores_and_keeps_decisions():
     from clusterhte.simulate import otr_designs
 

@@ -317,11 +317,12 @@ class CausalForest(Estimator):
     subsample : ``"cluster"`` (default; grf's sampling with ``clusters``: trees draw whole clusters
         and split them for honesty) or ``"row"`` (``econml.grf.CausalForest``, the former
         behaviour: rows, which invents heterogeneity from cluster noise; needed for
-        ``honest = False`` and ``n_half_samples = 0``).
+        ``honest = False`` and for econml's intervals).
     yhat_trees, yhat_min_samples_leaf, yhat_folds : regression forest for ``Y.hat`` and the
         largest number of cluster folds used to cross-fit it (capped at the clusters per arm).
-    n_half_samples : cluster half-samples for the variance (>= 2); 0 = econml's own intervals
-        (individual-level, not cluster-robust).
+    n_half_samples : cluster half-samples for the variance (>= 2). 0 = no refits: point estimates
+        only, with no interval (``subsample = "cluster"``; what the validation's cross-fits use), or
+        econml's own intervals (``subsample = "row"``; individual-level, not cluster-robust).
     half_sample_trees : trees of each half-sample forest (even, >= 2). Its Monte Carlo noise is
         estimated and removed, so it sets the cost, not the width.
     n_threads : threads: the ``Y.hat`` and main forests grow their trees on ``n_threads`` threads;
@@ -366,10 +367,6 @@ class CausalForest(Estimator):
         if self.subsample == "cluster" and not self.honest:
             raise MethodError("method 'cf': subsample = 'cluster' grows honest trees (grf's honesty by "
                               "cluster); use subsample = 'row' for honest = false")
-        if self.subsample == "cluster" and self.n_half_samples == 0:
-            raise MethodError("method 'cf': n_half_samples = 0 (econml's little-bags intervals) needs "
-                              "subsample = 'row'; the cluster-honest forest takes its intervals from "
-                              "cluster half-samples")
         if self.yhat_folds < 2:
             raise MethodError(f"method 'cf': hyperparameter 'yhat_folds' must be >= 2, got {self.yhat_folds!r}")
         if not train.covariates:
@@ -438,7 +435,8 @@ class CausalForest(Estimator):
         self.yhat_ = self._yhat(X, y, train.cluster_codes, seed, strata)
         ytilde = y - self.yhat_
         self.forest_ = self._forest(X, A, ytilde, seed, int(self.n_estimators),
-                                    inference=int(self.n_half_samples) == 0, codes=codes)
+                                    inference=int(self.n_half_samples) == 0 and self.subsample == "row",
+                                    codes=codes)
         # the half-sample refits, n_threads at a time with one thread each; refit k gets the k-th
         # half-sample and seed whatever the thread count (ordered_draws), so the same forests
         draw = ordered_draws(lambda: (cluster_half_sample(train, rng), int(seeds.integers(2 ** 31 - 1))))
@@ -456,6 +454,11 @@ class CausalForest(Estimator):
         if missing:
             raise MethodError(f"method 'cf': prediction table lacks covariate(s) {missing}")
         Xt = test.X(self.covariates_)
+        if not self.half_ and self.subsample == "cluster":
+            point = self.forest_.predict(Xt).ravel()
+            nan = np.full(point.shape, np.nan)
+            return CateResult(point=point, lower=nan, upper=nan.copy(),
+                              info={"interval": "none (n_half_samples = 0: point estimates only)"})
         if not self.half_:
             point, lo, hi = self.forest_.predict(Xt, interval=True, alpha=0.05)
             return CateResult(point=point.ravel(), lower=lo.ravel(), upper=hi.ravel(),
