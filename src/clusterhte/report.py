@@ -8,6 +8,7 @@ notebook is refused as well, so a report that looks finished never hides a faile
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from clusterhte.io import atomic_path
@@ -35,9 +36,12 @@ def render(template: str | os.PathLike, html: str | os.PathLike, parameters: dic
     nb_out = Path(notebook) if notebook else html.with_suffix(".ipynb")
     with atomic_path(nb_out) as tmp_nb:
         try:
-            pm.execute_notebook(str(template), str(tmp_nb), parameters=parameters, cwd=str(cwd),
-                                kernel_name=kernel, progress_bar=False, execution_timeout=timeout,
-                                log_output=False)
+            with warnings.catch_warnings():
+                # the notebook is written to a temporary name first (renamed when complete)
+                warnings.filterwarnings("ignore", message="The specified file", category=UserWarning)
+                pm.execute_notebook(str(template), str(tmp_nb), parameters=parameters, cwd=str(cwd),
+                                    kernel_name=kernel, progress_bar=False, execution_timeout=timeout,
+                                    log_output=False)
         except pm.PapermillExecutionError as e:
             raise ReportError(f"{template}: cell {e.exec_count} raised {e.ename}: {e.evalue}") from None
         nb = nbformat.read(str(tmp_nb), as_version=4)

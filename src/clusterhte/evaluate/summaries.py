@@ -49,6 +49,13 @@ __all__ = ["ate_table", "cate_quantiles", "cluster_average", "subgroup_table",
 
 
 # --------------------------------------------------------------------------------- helpers
+
+def _varies(x) -> bool:
+    """True when ``x`` varies by more than rounding (1e-10 of its scale, the validation's
+    tolerance): a correlation with a constant is undefined."""
+    x = np.asarray(x, dtype=float)
+    return bool(x.size) and float(np.ptp(x)) > 1e-10 * max(float(np.abs(x).max()), 1e-300)
+
 def _check(df: pd.DataFrame, need: Iterable[str], what: str = "fits") -> None:
     if not isinstance(df, pd.DataFrame):
         raise TrialDataError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -383,7 +390,7 @@ def marginal_vs_conditional(marginal, conditional, cluster) -> tuple[pd.DataFram
                         "conditional": _group_means(cd, codes, k), "difference": md, "difference_sd": sd})
     var_c = cd.var()
     overall = pd.DataFrame([{"n": mg.size,
-                             "correlation": float(np.corrcoef(mg, cd)[0, 1]) if mg.std() > 0 and cd.std() > 0 else np.nan,
+                             "correlation": float(np.corrcoef(mg, cd)[0, 1]) if _varies(mg) and _varies(cd) else np.nan,
                              "rms_difference": float(np.sqrt(np.mean(diff ** 2))),
                              "mean_difference": float(diff.mean()),
                              "cluster_share": float(np.var(md[codes]) / var_c) if var_c > 0 else np.nan}])
@@ -449,7 +456,7 @@ def compare_to_reference(fits: pd.DataFrame, reference: str = "lmm", cutoff: flo
     for m in w.columns:
         c = w[m].to_numpy(dtype=float)
         d = c - ref
-        ok = c.std() > 0 and ref.std() > 0
+        ok = _varies(c) and _varies(ref)
         out.append({"method": m, "reference": reference,
                     "pearson": float(np.corrcoef(c, ref)[0, 1]) if ok else np.nan,
                     "spearman": float(stats.spearmanr(c, ref).statistic) if ok else np.nan,

@@ -333,10 +333,14 @@ def within_fold_rank(tau, fold) -> np.ndarray:
     et al.'s GATES form groups within each split for the same reason.
     """
     tau, fold = np.asarray(tau, float), np.asarray(fold)
+    # differences below 1e-10 of the CATEs' scale are rounding, not a ranking (the calibration's
+    # tolerance): a fold predicted one effect for everyone is all ties
+    scale = max(float(np.abs(tau).max()) if tau.size else 0.0, 1e-300)
+    t = np.round(tau / (1e-10 * scale))
     out = np.empty(tau.size)
     for k in np.unique(fold):  # K folds
         m = fold == k
-        out[m] = (stats.rankdata(tau[m]) - 0.5) / m.sum()
+        out[m] = (stats.rankdata(t[m]) - 0.5) / m.sum()
     return out
 
 
