@@ -77,7 +77,8 @@ from clusterhte.data.trial import TrialData, propensity  # noqa: F401 - part of 
 from clusterhte.evaluate.cr2 import cr2_ols
 
 __all__ = ["propensity", "validation_folds", "cross_fit", "dr_scores", "calibration",
-           "best_linear_projection", "gates", "rate", "model_selection", "crossfit_mean", "policy_value", "assess",
+           "best_linear_projection", "within_fold_rank", "gates", "rate", "model_selection", "crossfit_covariance",
+           "combined_df", "crossfit_mean", "policy_value", "assess",
            "verdict", "VALIDATION_TABLES", "CONSTANT"]
 
 VALIDATION_TABLES = ["oof_cates", "calibration", "blp", "gates", "rate", "toc", "model_selection",
@@ -214,6 +215,46 @@ def _row(fit, c, term, alternative="two-sided", level=0.95, null=0.0, extra: flo
     q = stats.t.ppf(0.5 + level / 2, df) if np.isfinite(df) else np.nan
     return {"term": term, "estimate": r["estimate"], "se": se, "df": df,
             "p_value": p, "lower": r["estimate"] - q * se, "upper": r["estimate"] + q * se}
+
+
+# ----------------------------------------------------------------------------- cross-fitting variance
+def crossfit_covariance(estimates, variances, weights) -> np.ndarray:
+    """Imai & Li's between-fold covariance term of a cross-fitted estimate.
+
+    ``estimates``, ``variances``: (K, ...) per-fold estimates and their variances given the fold's
+    fitted model; ``weights`` (K,): the folds' shares of the pooled estimate. With exchangeable
+    folds, ``Var(pooled) = sum_k w_k^2 V_k + (1 - sum_k w_k^2) C`` and ``E[S_F^2] = V - C`` for the
+    between-fold sample variance ``S_F^2``; returns ``(1 - sum_k w_k^2) max(0, mean_k V_k - S_F^2)``,
+    to be added to the pooled variance (``S_F^2`` capped at the within-fold variance, as evalITR
+    does). Folds whose estimate or variance is not finite, or whose variance is 0, are left out: a
+    fold where the method predicts one CATE (a regime that treats the whole fold, a ranking with
+    every row tied) has a fixed estimate that neither varies nor covaries.
+    """
+    est = np.asarray(estimates, float)
+    var = np.asarray(variances, float)
+    w = np.asarray(weights, float).reshape((-1,) + (1,) * (est.ndim - 1))
+    ok = np.isfinite(est) & np.isfinite(var) & (var > 0)
+    n_ok = ok.sum(axis=0)
+    e0, v0 = np.where(ok, est, 0.0), np.where(ok, var, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_e = e0.sum(axis=0) / n_ok
+        sf2 = (np.where(ok, (est - mean_e) ** 2, 0.0)).sum(axis=0) / (n_ok - 1)
+        vbar = v0.sum(axis=0) / n_ok
+        factor = 1.0 - (np.where(ok, w, 0.0) ** 2).sum(axis=0) / np.where(ok, w, 0.0).sum(axis=0) ** 2
+    out = factor * np.maximum(0.0, vbar - sf2)
+    return np.where(n_ok >= 2, out, 0.0)
+
+
+def combined_df(var, df, extra, n_folds: int):
+    """Satterthwaite df of ``var + extra`` when ``var`` has ``df`` degrees of freedom and the
+    cross-fitting term ``extra`` those of a between-fold variance of ``n_folds`` estimates
+    (``n_folds - 1``): ``(var + extra)^2 / (var^2 / df + extra^2 / (n_folds - 1))``. ``df`` when
+    ``extra`` is 0."""
+    var, df, extra = np.asarray(var, float), np.asarray(df, float), np.asarray(extra, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (var + extra) ** 2 / (var ** 2 / df + extra ** 2 / max(n_folds - 1, 1))
+    return np.where(extra > 0, out, df)
+
 
 
 # ----------------------------------------------------------------------------- 3. calibration
@@ -530,44 +571,6 @@ def model_selection(scores: pd.DataFrame, y, treatment, taus: dict, cluster,
 
 
 # ----------------------------------------------------------------------------- 8. policy value
-def crossfit_covariance(estimates, variances, weights) -> np.ndarray:
-    """Imai & Li's between-fold covariance term of a cross-fitted estimate.
-
-    ``estimates``, ``variances``: (K, ...) per-fold estimates and their variances given the fold's
-    fitted model; ``weights`` (K,): the folds' shares of the pooled estimate. With exchangeable
-    folds, ``Var(pooled) = sum_k w_k^2 V_k + (1 - sum_k w_k^2) C`` and ``E[S_F^2] = V - C`` for the
-    between-fold sample variance ``S_F^2``; returns ``(1 - sum_k w_k^2) max(0, mean_k V_k - S_F^2)``,
-    to be added to the pooled variance (``S_F^2`` capped at the within-fold variance, as evalITR
-    does). Folds whose estimate or variance is not finite, or whose variance is 0, are left out: a
-    fold where the method predicts one CATE (a regime that treats the whole fold, a ranking with
-    every row tied) has a fixed estimate that neither varies nor covaries.
-    """
-    est = np.asarray(estimates, float)
-    var = np.asarray(variances, float)
-    w = np.asarray(weights, float).reshape((-1,) + (1,) * (est.ndim - 1))
-    ok = np.isfinite(est) & np.isfinite(var) & (var > 0)
-    n_ok = ok.sum(axis=0)
-    e0, v0 = np.where(ok, est, 0.0), np.where(ok, var, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_e = e0.sum(axis=0) / n_ok
-        sf2 = (np.where(ok, (est - mean_e) ** 2, 0.0)).sum(axis=0) / (n_ok - 1)
-        vbar = v0.sum(axis=0) / n_ok
-        factor = 1.0 - (np.where(ok, w, 0.0) ** 2).sum(axis=0) / np.where(ok, w, 0.0).sum(axis=0) ** 2
-    out = factor * np.maximum(0.0, vbar - sf2)
-    return np.where(n_ok >= 2, out, 0.0)
-
-
-def combined_df(var, df, extra, n_folds: int):
-    """Satterthwaite df of ``var + extra`` when ``var`` has ``df`` degrees of freedom and the
-    cross-fitting term ``extra`` those of a between-fold variance of ``n_folds`` estimates
-    (``n_folds - 1``): ``(var + extra)^2 / (var^2 / df + extra^2 / (n_folds - 1))``. ``df`` when
-    ``extra`` is 0."""
-    var, df, extra = np.asarray(var, float), np.asarray(df, float), np.asarray(extra, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (var + extra) ** 2 / (var ** 2 / df + extra ** 2 / max(n_folds - 1, 1))
-    return np.where(extra > 0, out, df)
-
-
 def _fold_mean_variances(x, cluster, fold, ks) -> np.ndarray:
     """Variance of each fold's mean of ``x`` given its regime: CR2 over the fold's clusters.
 
