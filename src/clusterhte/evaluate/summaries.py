@@ -49,12 +49,12 @@ __all__ = ["ate_table", "cate_quantiles", "cluster_average", "subgroup_table",
 
 
 # --------------------------------------------------------------------------------- helpers
-
 def _varies(x) -> bool:
     """True when ``x`` varies by more than rounding (1e-10 of its scale, the validation's
     tolerance): a correlation with a constant is undefined."""
     x = np.asarray(x, dtype=float)
     return bool(x.size) and float(np.ptp(x)) > 1e-10 * max(float(np.abs(x).max()), 1e-300)
+
 
 def _check(df: pd.DataFrame, need: Iterable[str], what: str = "fits") -> None:
     if not isinstance(df, pd.DataFrame):
