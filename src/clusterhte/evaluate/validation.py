@@ -366,8 +366,9 @@ def within_fold_rank(tau, fold) -> np.ndarray:
     predictions that does not compare folds.
 
     Why: fold k's predictions come from a model fitted on the other folds, so their level moves
-    with the other folds' estimate of the ATE, which is high when fold k's own outcomes are low.
-    Ranked across folds, the folds whose outcomes happened to be worst land at the top, and
+    with the other folds' estimate of the ATE, which is high when the other folds' outcomes are
+    high, that is when fold k's are low relative to the rest of the trial. Ranked across folds,
+    the folds whose outcomes happened to be worst relative to the rest land at the top, and
     GATES/RATE are biased against finding heterogeneity where there is none (and their intervals
     under-cover): with no effect (LMM, 200 simulated CRTs of 30 clusters) the top-minus-bottom
     GATES interval covered 0 in 72.5% of trials and the AUTOC interval in 70.5%. Chernozhukov
