@@ -369,8 +369,8 @@ def within_fold_rank(tau, fold) -> np.ndarray:
     with the other folds' estimate of the ATE, which is high when the other folds' outcomes are
     high, that is when fold k's are low relative to the rest of the trial. Ranked across folds,
     the folds whose outcomes happened to be worst relative to the rest land at the top, and
-    GATES/RATE are biased against finding heterogeneity where there is none (and their intervals
-    under-cover): with no effect (LMM, 200 simulated CRTs of 30 clusters) the top-minus-bottom
+    GATES/RATE are biased downwards, against finding heterogeneity (under no effect their
+    intervals exclude 0 on the negative side): with no effect (LMM, 200 simulated CRTs of 30 clusters) the top-minus-bottom
     GATES interval covered 0 in 72.5% of trials and the AUTOC interval in 70.5%. Chernozhukov
     et al.'s GATES form groups within each split for the same reason.
     """
