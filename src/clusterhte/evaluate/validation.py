@@ -370,9 +370,10 @@ def within_fold_rank(tau, fold) -> np.ndarray:
     high, that is when fold k's are low relative to the rest of the trial. Ranked across folds,
     the folds whose outcomes happened to be worst relative to the rest land at the top, and
     GATES/RATE are biased downwards, against finding heterogeneity (under no effect their
-    intervals exclude 0 on the negative side): with no effect (LMM, 200 simulated CRTs of 30 clusters) the top-minus-bottom
-    GATES interval covered 0 in 72.5% of trials and the AUTOC interval in 70.5%. Chernozhukov
-    et al.'s GATES form groups within each split for the same reason.
+    intervals exclude 0 on the negative side): with no effect (LMM, 200 simulated CRTs of 30
+    clusters) the top-minus-bottom GATES interval covered 0 in 72.5% of trials and the AUTOC
+    interval in 70.5%. Chernozhukov et al.'s GATES form groups within each split for the same
+    reason.
     """
     tau, fold = np.asarray(tau, float), np.asarray(fold)
     # differences below 1e-10 of the CATEs' scale are rounding, not a ranking (the calibration's
