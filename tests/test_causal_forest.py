@@ -487,6 +487,9 @@ def test_no_half_samples_gives_the_same_point_estimates_without_intervals(crt_li
     np.testing.assert_array_equal(point.point, full.point)
     assert np.isnan(point.lower).all() and np.isnan(point.upper).all()
     assert "none" in point.info["interval"]
-    three = td.subset(td.frame["cluster"].isin([c for c in range(30) if c not in td.frame.loc[
-        td.frame["treatment"] == 1, "cluster"].unique()[:12]]))          # 3 treated clusters left
+    treated = td.frame.loc[td.frame["treatment"] == 1, "cluster"].unique()
+    three = td.subset(~td.frame["cluster"].isin(treated[:-3]))          # 3 treated clusters left
+    assert three.frame.loc[three.frame["treatment"] == 1, "cluster"].nunique() == 3
+    with pytest.raises(MethodError, match="at least 4 per arm"):
+        CausalForest(**QUICK, random_state=3).fit(three)
     assert CausalForest(**{**QUICK, "n_half_samples": 0}, random_state=3).fit(three).predict(three).point.size == three.n
