@@ -423,18 +423,20 @@ def gates(gamma, tau, cluster, n_groups: int = 5, level: float = 0.95, fold=None
 
 def _gates_crossfit(gamma, D, cluster, fold, C) -> np.ndarray:
     """Cross-fitting covariance term (:func:`crossfit_covariance`) of each GATES contrast (rows
-    of ``C``) from the same regression fitted fold by fold; zeros when a fold lacks a group or
-    has fewer than 2 clusters (no per-fold fit)."""
-    ks = np.unique(fold)
+    of ``C``) from the same regression fitted fold by fold. A fold that lacks a group (a fold
+    where the method predicts one effect for everyone sits in the middle group) or has fewer than
+    2 clusters has no per-fold fit and is left out of the term."""
     est, var, w = [], [], []
-    for k in ks:  # K fits
+    for k in np.unique(fold):  # K fits
         m = fold == k
+        w.append(m.mean())
         if D[m].sum(axis=0).min() == 0 or np.unique(cluster[m]).size < 2:
-            return np.zeros(len(C))
+            est.append(np.full(len(C), np.nan))
+            var.append(np.full(len(C), np.nan))
+            continue
         fk = cr2_ols(gamma[m], D[m], cluster[m])
         est.append(C @ fk.coef)
         var.append(np.einsum("ij,jk,ik->i", C, fk.vcov, C))
-        w.append(m.mean())
     return crossfit_covariance(np.array(est), np.array(var), np.array(w))
 
 
