@@ -288,6 +288,31 @@ def test_within_fold_rank_ranks_each_fold_on_its_own():
     pd.testing.assert_frame_equal(r1, r2)
 
 
+def test_gates_crossfit_term_skips_a_fold_that_predicts_one_effect():
+    """A fold whose CATEs are all equal sits in the middle GATES group; the cross-fitting term
+    then comes from the other folds (here their top-minus-bottom estimates agree exactly, so the
+    term is (1 - sum w^2 / (sum w)^2) times their mean variance) instead of being dropped."""
+    rng = np.random.default_rng(8)
+    cl = np.repeat(np.arange(40), 10)
+    fold = (np.arange(40) % 4)[cl]
+    tau = np.where(fold == 0, 1.0, rng.normal(size=cl.size))
+    g = np.floor(V.within_fold_rank(tau, fold) * 5).astype(int)
+    assert set(g[fold == 0]) == {2} and all(set(g[fold == k]) == set(range(5)) for k in (1, 2, 3))
+    gam = rng.normal(size=cl.size)
+    for k in (1, 2, 3):                                  # equal group means in folds 1-3
+        for grp in range(5):
+            m = (fold == k) & (g == grp)
+            gam[m] += -gam[m].mean() + grp
+    D = (g[:, None] == np.arange(5)[None, :]).astype(float)
+    out = V.gates(gam, tau, cl, fold=fold).set_index("group").loc["top_minus_bottom"]
+    c = np.zeros(5)
+    c[-1], c[0] = 1.0, -1.0
+    pooled = cr2_ols(gam, D, cl)
+    v = [c @ cr2_ols(gam[fold == k], D[fold == k], cl[fold == k]).vcov @ c for k in (1, 2, 3)]
+    term = (1 - 3 * (1 / 3) ** 2) * np.mean(v)
+    assert out["se"] ** 2 == pytest.approx(c @ pooled.vcov @ c + term)
+
+
 def test_validation_intervals_cover_under_no_heterogeneity():
     """Known answer: with no effect the gain of any regime over treat-all, the GATES
     top-minus-bottom difference and the AUTOC are all 0. 200 simulated CRTs (30 clusters of 20),

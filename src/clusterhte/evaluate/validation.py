@@ -393,10 +393,15 @@ def gates(gamma, tau, cluster, n_groups: int = 5, level: float = 0.95, fold=None
     OLS of Γ on group dummies (no intercept), CR2/Satterthwaite. Returns ``group, n, tau_mean,
     estimate, se, df, lower, upper, p_value`` (``tau_mean`` the mean predicted CATE of the group).
     ``fold``: the cross-fitting folds of τ̂; when given, the groups are quantile groups within
-    each fold (:func:`within_fold_rank`).
+    each fold (:func:`within_fold_rank`; a fold that predicts one effect for everyone is in the
+    middle group).
     """
     gamma, tau = np.asarray(gamma, float), np.asarray(tau, float)
-    g = quantile_groups(tau if fold is None else within_fold_rank(tau, fold), n_groups)
+    if fold is None:
+        g = quantile_groups(tau, n_groups)
+    else:  # the fold's own quantile groups: within-fold shares cut at 1/G, 2/G, ...
+        share = within_fold_rank(tau, fold)
+        g = np.unique(np.minimum(np.floor(share * n_groups), n_groups - 1).astype(int), return_inverse=True)[1]
     G = int(g.max()) + 1
     if G < 2:
         return pd.DataFrame({"group": ["1"], "n": [tau.size], "tau_mean": [tau.mean()],
