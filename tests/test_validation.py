@@ -322,7 +322,8 @@ def test_validation_intervals_cover_under_no_heterogeneity():
     - gain over treat-all: covered 0 in 92.0% -> 96.0% (the CR2 interval treated the fold
       regimes as fixed: SE 0.111 against an SD of 0.144);
     - GATES top minus bottom: mean -0.454 -> -0.005, covered 0 in 72.5% -> 92.5% (groups were
-      formed across folds, whose prediction levels move against their own outcomes);
+      formed across folds, and a fold's prediction level is high when its outcomes are low
+      relative to the rest of the trial);
     - AUTOC: mean -0.136 -> 0.014, covered 0 in 70.5% -> 93.0%.
     """
     gain, gates_, autoc = [], [], []
@@ -390,7 +391,8 @@ def test_null_and_strong_heterogeneity_slow(method):
     null each regime's policy value lies within the treat-all interval in >= 90% of replicates.
 
     Printed, not asserted: how often the gain-vs-treat-all interval covers 0 under the null (with
-    Imai & Li's cross-fitting variance; the CI test below asserts it for the LMM)."""
+    Imai & Li's cross-fitting variance; ``test_validation_intervals_cover_under_no_heterogeneity``
+    asserts it for the LMM)."""
     rej, within, covers = _rates(method, "constant", 100, 5000)
     rej1, _, _ = _rates(method, "linear", 100, 7000)
     print(f"{method}: tau=0 rejection {rej:.3f} (100 reps), policy value within treat-all interval "

@@ -513,23 +513,20 @@ def rate(gamma, tau, cluster, treatment, rng: np.random.Generator, *, larger_is_
     Wb = _bootstrap_weights(codes, np.asarray(treatment, float), n_boot, rng)[:, order]
     W = np.vstack([np.ones((1, g.size)), Wb])
     autoc, qini, curve = _toc_weighted(gs, starts, W, grid)
-    extra = np.zeros(2 + grid.size)
     boot_var = np.column_stack([autoc, qini, curve])[1:].var(axis=0, ddof=1)
+    extra, df = np.zeros(boot_var.size), np.full(boot_var.size, np.inf)   # df = inf: normal
     if fold is not None:
         extra = _rate_crossfit(gs, ps, W, grid, np.asarray(fold)[order])
         # a stratified cluster bootstrap's variance: about J - 2 df (clusters minus arms)
         df = combined_df(boot_var, max(int(codes.max()) + 1 - 2, 1), extra, np.unique(fold).size)
-        z = stats.t.ppf(0.5 + level / 2, df)
-    else:
-        z = np.full(boot_var.size, stats.norm.ppf(0.5 + level / 2))
+    z = stats.t.ppf(0.5 + level / 2, df)
     se_all = np.sqrt(boot_var + extra)
     rows = []
     for j, (name, v) in enumerate((("AUTOC", autoc), ("QINI", qini))):
         se = float(se_all[j])
-        p = (2 * (stats.norm.sf(abs(v[0] / se)) if fold is None else stats.t.sf(abs(v[0] / se), df[j]))
-             if se > 0 else np.nan)
+        p = float(2 * stats.t.sf(abs(v[0] / se), df[j])) if se > 0 else np.nan
         rows.append({"target": name, "estimate": float(v[0]), "se": se, "lower": v[0] - z[j] * se,
-                     "upper": v[0] + z[j] * se, "p_value": float(p)})
+                     "upper": v[0] + z[j] * se, "p_value": p})
     se_c = se_all[2:]
     toc = pd.DataFrame({"q": grid, "estimate": curve[0], "se": se_c, "lower": curve[0] - z[2:] * se_c,
                         "upper": curve[0] + z[2:] * se_c})
@@ -633,24 +630,14 @@ def crossfit_mean(x, cluster, fold, level: float = 0.95) -> dict:
     """
     x = np.asarray(x, dtype=float)
     fold = np.asarray(fold)
-    one = np.ones((x.size, 1))
-    pooled = cr2_ols(x, one, cluster)
-    est = float(pooled.coef[0])
-    df = pooled.df(np.array([1.0]))
-    var = float(pooled.vcov[0, 0])
     extra = 0.0
     ks = np.unique(fold)
     if ks.size > 1:
         means = np.array([x[fold == k].mean() for k in ks])
         w = np.array([np.mean(fold == k) for k in ks])
         extra = float(crossfit_covariance(means, _fold_mean_variances(x, np.asarray(cluster), fold, ks), w))
-    se = float(np.sqrt(max(var + extra, 0.0)))
-    df = float(combined_df(var, df, extra, ks.size))
-    q = stats.t.ppf(0.5 + level / 2, df) if np.isfinite(df) else np.nan
-    t = est / se if se > 0 else np.nan
-    p = float(2 * stats.t.sf(abs(t), df)) if np.isfinite(t) and np.isfinite(df) else np.nan
-    return {"estimate": est, "se": se, "df": df, "p_value": p, "lower": est - q * se, "upper": est + q * se,
-            "crossfit_var": extra}
+    r = _row(cr2_ols(x, np.ones((x.size, 1)), cluster), [1.0], "", level=level, extra=extra, n_folds=ks.size)
+    return {k: r[k] for k in ("estimate", "se", "df", "p_value", "lower", "upper")} | {"crossfit_var": extra}
 
 
 def policy_value(scores: pd.DataFrame, decisions: dict, cluster, *, larger_is_better: bool = True,
