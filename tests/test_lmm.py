@@ -20,9 +20,9 @@ def test_registry_and_params():
     assert get("lmm") is LMM
     est = make("lmm", {"interactions": ["X1"]}, random_state=3)
     assert est.get_params() == {"interactions": ["X1"], "reml": True, "ddf": "kenward-roger",
-                                "spline_knots": 0, "min_unique": 10}
+                                "spline_knots": 4, "spline_alpha": 0.05, "min_unique": 10}
     assert LMM.default_params() == {"interactions": None, "reml": True, "ddf": "kenward-roger",
-                                    "spline_knots": 0, "min_unique": 10}
+                                    "spline_knots": 4, "spline_alpha": 0.05, "min_unique": 10}
     with pytest.raises(MethodError, match="'ddf'"):
         LMM(ddf="residual")
     with pytest.raises(MethodError, match="kenward-roger.*reml"):
@@ -33,11 +33,14 @@ def test_registry_and_params():
             LMM(spline_knots=bad)
     with pytest.raises(MethodError, match="'min_unique'"):
         LMM(min_unique=1)
+    for bad in (0, 1, 1.5, -0.1, True, "0.05"):
+        with pytest.raises(MethodError, match="'spline_alpha' must be null .* or a level in \\(0, 1\\)"):
+            LMM(spline_alpha=bad)
 
 
 def test_point_estimates_equal_closed_form_gls(crt_linear):
     td, _ = crt_linear
-    est = LMM().fit(td)
+    est = LMM(spline_knots=0).fit(td)
     r = est.result_
     X = est._design(td)
     y = td.outcome
@@ -49,7 +52,7 @@ def test_point_estimates_equal_closed_form_gls(crt_linear):
     beta = cov @ X.T @ Vi @ y
     np.testing.assert_allclose(r.beta, beta, atol=1e-6)
     np.testing.assert_allclose(r.cov_beta, cov, rtol=1e-6, atol=1e-10)
-    res = LMM(ddf="none").fit(td).predict(td)
+    res = LMM(ddf="none", spline_knots=0).fit(td).predict(td)
     # CATE = beta_A + x'beta_{A:X} + v'beta_{A:V}, z interval from c' Sigma c (ddf = "none")
     C = np.column_stack([np.zeros(td.n), np.ones(td.n), np.zeros((td.n, 4)), td.X(["X1", "X2", "X3", "V1"])])
     np.testing.assert_allclose(res.point, C @ beta, atol=1e-6)
@@ -62,7 +65,7 @@ def test_point_estimates_equal_closed_form_gls(crt_linear):
     assert res.ate()[0] == pytest.approx(cbar @ beta, abs=1e-6)
     assert (hi - lo) / 2 == pytest.approx(Z975 * ate_se, rel=1e-6)
     # Satterthwaite: same SE, t quantile with the reported df (between 1 and the cluster count)
-    sat = LMM(ddf="satterthwaite").fit(td).predict(td)
+    sat = LMM(ddf="satterthwaite", spline_knots=0).fit(td).predict(td)
     np.testing.assert_allclose(sat.info["se"], se, rtol=1e-6)
     q = stats.t.ppf(0.975, sat.info["df"])
     np.testing.assert_allclose(sat.upper - sat.point, q * se, rtol=1e-6)
@@ -86,9 +89,9 @@ def test_no_covariates_matches_statsmodels():
 
 def test_interactions_subset_and_bad_name(crt_linear):
     td, _ = crt_linear
-    res = LMM(interactions=[]).fit(td).predict(td)
+    res = LMM(interactions=[], spline_knots=0).fit(td).predict(td)
     assert np.ptp(res.point) == pytest.approx(0.0, abs=1e-12)
-    est = LMM(interactions=["X1"]).fit(td)
+    est = LMM(interactions=["X1"], spline_knots=0).fit(td)
     assert list(est.result_.beta.shape) == [2 + 4 + 1]
     with pytest.raises(MethodError, match="interactions.*'X9'"):
         LMM(interactions=["X9"]).fit(td)
@@ -138,7 +141,7 @@ def test_missing_column_in_test_table(crt_linear):
 
 
 def test_collinear_covariates_are_dropped_with_a_warning(crt_linear):
-    """An exactly collinear covariate is dropped (with its interaction), as lme4 does; a nearly
+    """The lme4 formula (``spline_knots = 0``): an exactly collinear covariate is dropped (with its interaction), as lme4 does; a nearly
     collinear one that passes lme4's rank tolerance but makes X'X numerically singular is an error."""
     from clusterhte.data.trial import TrialDataError
     from clusterhte.mixed.design import AliasedColumnsWarning
@@ -147,15 +150,15 @@ def test_collinear_covariates_are_dropped_with_a_warning(crt_linear):
     f = td.frame.assign(X4=2 * td.frame["X1"])
     bad = TrialData(f, "crt", ("X1", "X2", "X3", "X4"), ("V1",), name="collinear")
     with pytest.warns(AliasedColumnsWarning, match=r"collinear.*\['X4', 'treatment:X4'\]"):
-        res = LMM().fit(bad).predict(bad)
-    ref = LMM().fit(td).predict(td)
+        res = LMM(spline_knots=0).fit(bad).predict(bad)
+    ref = LMM(spline_knots=0).fit(td).predict(td)
     np.testing.assert_allclose(res.point, ref.point, atol=1e-8)
     assert res.info["dropped"] == ["X4", "treatment:X4"] and res.info["beta"]["X4"] == 0.0
     rng = np.random.default_rng(0)
     near = TrialData(td.frame.assign(X4=2 * td.frame["X1"] + 1e-6 * rng.normal(size=td.n)), "crt",
                      ("X1", "X2", "X3", "X4"), ("V1",), name="nearly collinear")
     with pytest.raises(TrialDataError, match=r"nearly collinear.*rank deficient.*\['X4', 'treatment:X4'\]"):
-        LMM().fit(near)
+        LMM(spline_knots=0).fit(near)
 
 
 def test_ate_interval_coverage_over_replicates():
@@ -197,7 +200,7 @@ def test_restricted_cubic_splines_match_lme4_with_natural_splines():
     ref = pd.read_csv(data / "lmm_rcs_reference.csv")
     td = TrialData(d.drop(columns="dataset"), "crt", ("X1", "X2", "X3", "X4"), ("V1", "V2"), (),
                    name="interior").validate()
-    est = LMM(spline_knots=4).fit(td)
+    est = LMM(spline_knots=4, spline_alpha=None).fit(td)
     assert sorted(est.knots_) == ["X1", "X2", "X4"]          # X3 is binary: linear
     assert len(est.names_) == 2 + 2 * 12
     res = est.predict(td)
@@ -242,3 +245,81 @@ def test_splines_are_refit_free_on_new_rows(crt_linear):
     tied = replace(td, frame=frame)
     with pytest.raises(MethodError, match="covariate 'X1': the 3 knot quantiles .* not distinct"):
         LMM(spline_knots=3).fit(tied)
+
+
+def _battery_trial(scenario, rep):
+    from clusterhte import seeds
+    from clusterhte.simulate.battery import simulate
+
+    return simulate(scenario, seeds.rng(20231, "battery", scenario, rep))
+
+
+def test_function_selection_likelihood_ratios_match_statsmodels_ml_fits():
+    """Each spline test is 2 (llf_full - llf_reduced) of two ML fits: recomputed with statsmodels'
+    MixedLM (an independent ML fit) on the same designs, for the interaction and main-effect blocks
+    of X4 on the battery's nonlinear scenario; the kept blocks are those with p < 0.05."""
+    import statsmodels.api as sm
+
+    trial, _ = _battery_trial("nonlinear", 0)
+    est = LMM().fit(trial)
+    tests = {(t["covariate"], t["part"]): t for t in est.selection_}
+    assert len(tests) == 6 and all(t["df"] == 2 for t in tests.values())
+    assert sorted(c for (c, part), t in tests.items() if part == "interaction" and t["p"] < 0.05) \
+        == sorted(est.inter_knots_)
+    assert sorted(c for (c, part), t in tests.items() if part == "main" and t["p"] < 0.05) == sorted(est.main_knots_)
+
+    def llf(main, inter):
+        X = est._design(trial, main=main, inter=inter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sm.MixedLM(trial.outcome, X, groups=trial.cluster).fit(reml=False).llf
+
+    full = llf(est.knots_, est.knots_)
+    for (c, part) in (("X4", "interaction"), ("X1", "main")):
+        main = {k: v for k, v in est.knots_.items() if not (part == "main" and k == c)}
+        inter = {k: v for k, v in est.knots_.items() if not (part == "interaction" and k == c)}
+        lr = 2 * (full - llf(main, inter))
+        assert tests[(c, part)]["lr"] == pytest.approx(lr, rel=1e-4, abs=1e-4)
+        assert tests[(c, part)]["p"] == pytest.approx(stats.chi2.sf(lr, 2), rel=1e-3, abs=1e-6)
+
+
+def test_function_selection_keeps_strong_curvature_and_holds_its_level():
+    """A known answer and a level: with tau = 0.5 + 1.5 sin(pi X4) the interaction spline of X4 is
+    kept (its test has p < 1e-6) and the CATE tracks the curve; on 30 trials of the linear
+    scenario the interaction tests reject at about their level (90 tests, 5% expected; the bound
+    is binomial 0.05 + 3 SE), and the kept model is then lme4's linear one."""
+    from clusterhte import seeds
+    from clusterhte.simulate.battery import simulate
+
+    trial, tau = _battery_trial("nonlinear", 1)
+    x4 = trial.frame["X4"].to_numpy()
+    curved = TrialData(trial.frame.assign(outcome=trial.outcome + trial.treatment * np.sin(np.pi * x4)), "crt",
+                       trial.individual_covariates, trial.cluster_covariates, name="curved")
+    res = LMM().fit(curved).predict(curved)
+    t4 = [t for t in res.info["spline_tests"] if t["covariate"] == "X4" and t["part"] == "interaction"][0]
+    assert t4["p"] < 1e-6 and "X4" in res.info["splines"]["interaction"]
+    truth = tau + np.sin(np.pi * x4)
+    assert np.mean((res.lower <= truth) & (truth <= res.upper)) >= 0.85
+
+    rejected, total = 0, 0
+    for r in range(30):
+        tr, _ = simulate("linear", seeds.rng(777, "fsp-level", r))
+        est = LMM().fit(tr)
+        inter = [t for t in est.selection_ if t["part"] == "interaction"]
+        rejected += sum(t["p"] < 0.05 for t in inter)
+        total += len(inter)
+        if not est.main_knots_ and not est.inter_knots_:
+            ref = LMM(spline_knots=0).fit(tr)
+            np.testing.assert_allclose(est.beta_, ref.beta_, atol=1e-10)
+    assert total == 90 and rejected / total <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / total)
+
+
+def test_function_selection_can_be_switched_off():
+    """``spline_alpha = None`` keeps every spline term; ``spline_knots = 0`` is lme4's formula
+    (no tests)."""
+    trial, _ = _battery_trial("nonlinear", 0)
+    every = LMM(spline_alpha=None).fit(trial)
+    assert every.selection_ == [] and sorted(every.inter_knots_) == ["X1", "X2", "X4"]
+    assert len(every.names_) == 2 + 2 * 12
+    lin = LMM(spline_knots=0).fit(trial)
+    assert lin.selection_ == [] and len(lin.names_) == 2 + 2 * 6

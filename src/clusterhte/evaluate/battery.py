@@ -27,12 +27,14 @@ SUMMARY_METRICS = ("pehe", "coverage", "width", "cate_sd", "true_sd", "corr", "z
 
 def settings(which: str = "quick", root: str | Path | None = None) -> dict[str, dict]:
     """Per-method hyperparameters: ``paper`` = ``config/methods.yaml``; ``quick`` = the same with
-    the ``crt`` section's ``method_overrides`` of ``config/config.yaml`` (the CI settings)."""
+    the ``trials`` section's ``method_overrides`` of ``config/config.yaml`` (the CI settings: what a
+    user's own trial is analysed with in the default run; they differ from the ``crt`` study's only
+    in the LMM, which the study pins to the paper's linear form)."""
     from clusterhte.config import load_yaml, method_params
 
     root = Path(root) if root is not None else Path(__file__).resolve().parents[3]
     mcfg = load_yaml(root / "config" / "methods.yaml")
-    scfg = load_yaml(root / "config" / "config.yaml").get("crt", {}) if which == "quick" else {}
+    scfg = load_yaml(root / "config" / "config.yaml").get("trials", {}) if which == "quick" else {}
     return {m: method_params(mcfg, scfg, m) for m in methods.CRT_METHODS}
 
 

@@ -25,24 +25,46 @@ The ATE over the prediction rows gets the interval of the averaged contrast
 
 Fitting uses :func:`clusterhte.mixed.reml.fit_lmm` (the lme4 criterion, profiled REML).
 
-When the true CATE is not linear in the covariates, the LMM estimates its projection on the effect
-terms ``[1, X, V]``, and the intervals cover that projection, not ``tau(x, v)``. On the battery's
-nonlinear scenario (``0.5 + 0.5 1{X2 > 0} + 0.5 sin(pi X4)``, 20 replicates) they cover the
-projection for 95.4% of rows and the true CATE for 81.3%
-(``tests/test_battery.py::test_lmm_covers_its_linear_projection``). Use ``gamm`` (penalized smooth
-interactions; 92.1% there) when the effect modification may be nonlinear.
+Effect modification that is not linear
+-------------------------------------
+The default is **not** lme4's linear formula: each continuous individual covariate (at least
+``min_unique`` distinct values) gets a restricted cubic spline with ``spline_knots = 4`` knots at
+Harrell's default quantiles (``rms::rcs``; the same function space as ``splines::ns`` with the outer
+knots as boundary knots), and ``spline_alpha = 0.05`` keeps its nonlinear terms only where the data
+ask for them. This is the function selection of Royston & Sauerbrei's MFPI for treatment-covariate
+interactions in trials (*Stat Med* 2004), with splines in place of fractional polynomials: in the
+model with every spline term, fitted by ML, each block of ``k - 2`` nonlinear columns (one covariate
+in the main effects, or in the treatment interaction) is tested against its linear form by a
+likelihood-ratio test and kept when ``p < spline_alpha``; the final model is refitted by REML with
+the Kenward-Roger intervals below. ``info["spline_tests"]`` lists every test, ``info["splines"]``
+the covariates kept nonlinear. Cluster covariates stay linear (each spline term would cost a
+between-cluster degree of freedom).
 
-``spline_knots = k`` (3-7; default 0 = linear) replaces each continuous individual covariate (at
-least ``min_unique`` distinct values) by a restricted cubic spline with ``k`` knots at Harrell's
-default quantiles (``rms::rcs``; the same function space as ``splines::ns`` with the outer knots
-as boundary knots), in the main effects and the treatment interactions: the pre-specified,
-unpenalized effect model of the PATH statement. Cluster covariates stay linear (each spline term
-would cost a between-cluster degree of freedom). On the battery (20 replicates, ``--set
-lmm.spline_knots=4``) it covers the nonlinear CATE in 94.2% of rows and the linear one in 97.0%,
-but every spline coefficient is estimated without shrinkage: under no effect the SD of its CATEs is
-0.260 against 0.222 for the linear LMM and 0.226 for the GAMM (3 knots: 0.239, and 83.7% on the
-nonlinear scenario). The GAMM shrinks the same curvature towards linear by REML and is the
-recommended flexible form; this option is the unpenalized reference.
+Why: when the true CATE is not linear, the linear LMM estimates its projection on ``[1, X, V]`` and
+its intervals cover that projection, not ``tau(x, v)``. Battery, 20 replicates each
+(``python -m clusterhte.evaluate.battery --methods lmm --reps 20``, and ``--set
+lmm.spline_knots=0`` / ``--set lmm.spline_alpha=null``):
+
+================================ ============================ ============ ==================
+form                             pointwise coverage:          null: CATE   null: rows whose
+                                 nonlinear / linear / all 8   SD           interval holds 0
+================================ ============================ ============ ==================
+linear (``spline_knots = 0``)    0.813 / 0.972 / (0.81-0.97)  0.222        0.924
+all splines (``alpha = null``)   0.942 / 0.970 / (0.94-0.97)  0.260        0.938
+function selection (default)     0.912 / 0.971 / (0.91-0.97)  0.223        0.926
+================================ ============================ ============ ==================
+
+PEHE on the nonlinear scenario: 0.351 (linear), 0.277 (all splines), 0.279 (selection); on the
+others the selection is within 0.006 of the linear model.
+
+Keeping every spline term covers but estimates each without shrinkage, so it invents spread under
+no effect; the test keeps the linear model's precision where the effect is linear. The selection is
+not accounted for in the intervals (as in MFPI); the table measures what that costs. The GAMM
+shrinks the same curvature by REML instead of testing it (0.921 on the nonlinear scenario).
+
+``spline_knots = 0`` is the paper's LMM (lme4's formula), which the CRT simulation study and the
+TASSH analysis use (``config/config.yaml``, ``config/paper.yaml``); ``spline_alpha = null`` keeps
+every spline term (the pre-specified, unpenalized effect model of the PATH statement).
 
 Aliased columns (a binary cluster covariate equal to the arm, or ``A x V`` all zero, frequent with
 10 clusters) are dropped with an :class:`~clusterhte.mixed.design.AliasedColumnsWarning` naming
@@ -61,6 +83,7 @@ some adjusted variances come out negative). See
 
 Differences from the R original
 -------------------------------
+* The default effect model adds the selected spline terms (above); ``spline_knots = 0`` is lme4's.
 * Covariates in ``interactions`` (default: all) interact with treatment; others enter as main
   effects only.
 * Satterthwaite df at a zero cluster variance: see above (lmerTest gives the residual df).
@@ -68,13 +91,15 @@ Differences from the R original
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import stats
 
 from clusterhte.data.trial import TrialData, TrialDataError
 from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
 from clusterhte.mixed.ddf import DDF_METHODS, t_interval, varcomp_inference
-from clusterhte.mixed.design import drop_aliased, independent_columns, require_between_cluster_df
+from clusterhte.mixed.design import AliasedColumnsWarning, drop_aliased, independent_columns, require_between_cluster_df
 from clusterhte.mixed.reml import LMMError, fit_lmm
 from clusterhte.methods.splines import RCS_QUANTILES, rcs_basis, rcs_knots
 
@@ -90,8 +115,10 @@ class LMM(Estimator):
     interactions : covariate names that interact with treatment; ``None`` = every covariate,
         ``[]`` = none (constant CATE = the adjusted ATE).
     reml : REML (True, lme4's default) or ML.
-    spline_knots : 0 (linear, lme4's formula) or 3-7: restricted cubic splines of the continuous
-        individual covariates (see the module docstring).
+    spline_knots : 0 (linear, lme4's formula) or 3-7 (default 4): restricted cubic splines of the
+        continuous individual covariates (see the module docstring).
+    spline_alpha : level of the likelihood-ratio test that keeps a covariate's nonlinear spline
+        terms (default 0.05); ``None`` keeps every spline term.
     min_unique : individual covariates with fewer distinct values stay linear under
         ``spline_knots``.
     ddf : small-sample degrees of freedom of the t intervals, ``"kenward-roger"`` (default, needs
@@ -105,9 +132,14 @@ class LMM(Estimator):
     library = "numpy/scipy (clusterhte.mixed.reml, lme4 criterion)"
 
     def __init__(self, interactions: list | None = None, reml: bool = True, ddf: str = "kenward-roger",
-                 spline_knots: int = 0, min_unique: int = 10, random_state: int | None = None):
+                 spline_knots: int = 4, spline_alpha: float | None = 0.05, min_unique: int = 10,
+                 random_state: int | None = None):
         super().__init__(random_state)
         self._set_params(locals())
+        if spline_alpha is not None and (isinstance(spline_alpha, bool) or not isinstance(spline_alpha, (int, float))
+                                         or not 0 < spline_alpha < 1):
+            raise MethodError(f"method 'lmm': hyperparameter 'spline_alpha' must be null (keep every spline "
+                              f"term) or a level in (0, 1), got {spline_alpha!r}")
         if isinstance(spline_knots, bool) or spline_knots not in (0, *RCS_QUANTILES):
             raise MethodError(f"method 'lmm': hyperparameter 'spline_knots' must be 0 (linear) or one of "
                               f"{list(RCS_QUANTILES)}, got {spline_knots!r}")
@@ -138,32 +170,84 @@ class LMM(Estimator):
                               f"covariates of {train.name} ({list(train.covariates)})")
         return list(dict.fromkeys(self.interactions))
 
-    def _terms(self, data: TrialData, columns) -> np.ndarray:
+    def _terms(self, data: TrialData, columns, knots: dict) -> np.ndarray:
         """The covariates ``columns`` as model columns: each one, followed by its restricted cubic
-        spline terms when it has knots (``self.knots_``)."""
+        spline terms when it has knots in ``knots``."""
         X = data.X(columns)
         parts = []
         for k, c in enumerate(columns):
             parts.append(X[:, k:k + 1])
-            if c in self.knots_:
-                parts.append(rcs_basis(X[:, k], self.knots_[c]))
+            if c in knots:
+                parts.append(rcs_basis(X[:, k], knots[c]))
         return np.column_stack(parts) if parts else np.empty((data.n, 0))
 
-    def _names(self, columns) -> list[str]:
+    @staticmethod
+    def _names(columns, knots: dict) -> list[str]:
         return [nm for c in columns
-                for nm in [c] + [c + "'" * (j + 1) for j in range(len(self.knots_.get(c, ())) - 2)]]
+                for nm in [c] + [c + "'" * (j + 1) for j in range(len(knots.get(c, ())) - 2)]]
 
-    def _design(self, data: TrialData, A=None) -> np.ndarray:
+    def _all_names(self, main: dict, inter: dict) -> list[str]:
+        return (["(Intercept)", "treatment"] + self._names(self.covariates_, main)
+                + [f"treatment:{c}" for c in self._names(self.inter_, inter)])
+
+    def _design(self, data: TrialData, A=None, main: dict | None = None, inter: dict | None = None) -> np.ndarray:
         A = data.treatment if A is None else np.broadcast_to(np.asarray(A, dtype=float), (data.n,))
-        Xc = self._terms(data, self.covariates_)
-        Xi = self._terms(data, self.inter_)
+        Xc = self._terms(data, self.covariates_, self.main_knots_ if main is None else main)
+        Xi = self._terms(data, self.inter_, self.inter_knots_ if inter is None else inter)
         return np.column_stack([np.ones(data.n), A, Xc, A[:, None] * Xi])
 
     def _contrast(self, data: TrialData) -> np.ndarray:
         """Rows ``c`` with ``c' beta`` the CATE: design at A = 1 minus design at A = 0."""
-        Xi = self._terms(data, self.inter_)
+        Xi = self._terms(data, self.inter_, self.inter_knots_)
         return np.column_stack([np.zeros(data.n), np.ones(data.n),
-                                np.zeros((data.n, len(self._names(self.covariates_)))), Xi])
+                                np.zeros((data.n, len(self._names(self.covariates_, self.main_knots_)))), Xi])
+
+    def _select_splines(self, train: TrialData, knots: dict) -> tuple[dict, dict]:
+        """Function selection (``spline_alpha``): which covariates keep their spline terms in the
+        main effects and in the treatment interactions.
+
+        In the model with every candidate's spline terms in both parts, fitted by ML, each block of
+        ``k - 2`` nonlinear columns (one covariate, one part) is tested against its linear form by a
+        likelihood-ratio test (chi-squared on the number of columns the block adds); the block stays
+        when ``p < spline_alpha``. Every block is tested in the same full model (one backward step:
+        the decisions do not depend on an order). A fit that fails leaves the block linear."""
+        self.selection_ = []
+        if not knots:
+            return {}, {}
+        y, g = train.outcome, train.cluster
+        inter_cand = {c: t for c, t in knots.items() if c in self.inter_}
+
+        def loglik(main, inter):
+            names = self._all_names(main, inter)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AliasedColumnsWarning)
+                X, keep, _ = drop_aliased(self._design(train, main=main, inter=inter), names, "")
+            return fit_lmm(y, X, g, reml=False).llf, int(keep.sum())
+
+        try:
+            ll_full, p_full = loglik(knots, inter_cand)
+        except LMMError:
+            self.selection_ = [{"covariate": c, "part": part, "lr": np.nan, "df": 0, "p": np.nan, "kept": False}
+                               for part, cand in (("main", knots), ("interaction", inter_cand)) for c in cand]
+            return {}, {}
+        chosen = {"main": {}, "interaction": {}}
+        for part, cand in (("main", knots), ("interaction", inter_cand)):
+            for c, t in cand.items():
+                main = {k: v for k, v in knots.items() if not (part == "main" and k == c)}
+                inter = {k: v for k, v in inter_cand.items() if not (part == "interaction" and k == c)}
+                try:
+                    ll, p = loglik(main, inter)
+                except LMMError:
+                    ll, p = np.nan, p_full
+                df = p_full - p
+                lr = max(0.0, 2.0 * (ll_full - ll)) if np.isfinite(ll) else np.nan
+                pval = float(stats.chi2.sf(lr, df)) if df > 0 and np.isfinite(lr) else np.nan
+                kept = bool(np.isfinite(pval) and pval < float(self.spline_alpha))
+                if kept:
+                    chosen[part][c] = t
+                self.selection_.append({"covariate": c, "part": part, "lr": lr, "df": df, "p": pval,
+                                        "kept": kept})
+        return chosen["main"], chosen["interaction"]
 
     # ------------------------------------------------------------------ API
     def _fit(self, train: TrialData) -> None:
@@ -180,8 +264,13 @@ class LMM(Estimator):
                     except ValueError as e:
                         raise MethodError(f"method 'lmm': {train.name}: covariate {c!r}: {e}; use fewer "
                                           f"'spline_knots' or a larger 'min_unique'") from None
-        self.names_ = (["(Intercept)", "treatment"] + self._names(self.covariates_)
-                       + [f"treatment:{c}" for c in self._names(self.inter_)])
+        if self.spline_alpha is None:
+            self.selection_ = []
+            self.main_knots_ = dict(self.knots_)
+            self.inter_knots_ = {c: t for c, t in self.knots_.items() if c in self.inter_}
+        else:
+            self.main_knots_, self.inter_knots_ = self._select_splines(train, self.knots_)
+        self.names_ = self._all_names(self.main_knots_, self.inter_knots_)
         X, self.keep_, self.dropped_ = drop_aliased(self._design(train), self.names_,
                                                     f"{train.name}: method 'lmm'")
         require_between_cluster_df(X, train.cluster_codes, [nm for nm, k in zip(self.names_, self.keep_) if k],
@@ -224,6 +313,8 @@ class LMM(Estimator):
         info = {"ate_interval": (float(alo), float(ahi)), "ate_se": float(ase[0]), "ate_df": float(adf[0]),
                 "se": se, "df": df, "ddf": self.ddf, "dropped": list(self.dropped_),
                 "beta": dict(zip(self.names_, map(float, self.beta_))),
+                "splines": {"main": sorted(self.main_knots_), "interaction": sorted(self.inter_knots_)},
+                "spline_tests": list(self.selection_),
                 "tau2": float(r.G[0, 0]), "sigma2": float(r.sigma2), "llf": float(r.llf),
                 "converged": bool(r.converged), "singular": bool(r.singular)}
         return CateResult(point, lo, hi, info=info)
