@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -244,7 +245,11 @@ def test_splines_are_refit_free_on_new_rows(crt_linear):
     frame.loc[frame.index[:500], "X1"] = 0.0
     tied = replace(td, frame=frame)
     with pytest.raises(MethodError, match="covariate 'X1': the 3 knot quantiles .* not distinct"):
-        LMM(spline_knots=3).fit(tied)
+        LMM(spline_knots=3, spline_alpha=None).fit(tied)
+    est = LMM(spline_knots=3).fit(tied)            # under selection: X1 stays linear, with the reason
+    assert "X1" not in est.knots_ and sorted(est.knots_) == ["X2"]
+    note = [t for t in est.selection_ if t["covariate"] == "X1"]
+    assert len(note) == 1 and "not distinct" in note[0]["note"] and not note[0]["kept"]
 
 
 def _battery_trial(scenario, rep):
@@ -323,3 +328,14 @@ def test_function_selection_can_be_switched_off():
     assert len(every.names_) == 2 + 2 * 12
     lin = LMM(spline_knots=0).fit(trial)
     assert lin.selection_ == [] and len(lin.names_) == 2 + 2 * 6
+
+
+def test_fit_log_names_the_kept_spline_terms():
+    from clusterhte.stages.fitting import fit_replicates
+
+    trial, _ = _battery_trial("nonlinear", 0)
+    log = io.StringIO()
+    fit_replicates([(0, trial, {"train": trial})], study="trials", cell="x", method="lmm", params={},
+                   root_seed=1, log=log)
+    assert "ok (spline terms kept: interaction X2, interaction X4)" in log.getvalue()
+    assert LMM(spline_knots=0).fit(trial).fit_note == ""

@@ -37,7 +37,8 @@ model with every spline term, fitted by ML, each block of ``k - 2`` nonlinear co
 in the main effects, or in the treatment interaction) is tested against its linear form by a
 likelihood-ratio test and kept when ``p < spline_alpha``; the final model is refitted by REML with
 the Kenward-Roger intervals below. ``info["spline_tests"]`` lists every test, ``info["splines"]``
-the covariates kept nonlinear. Cluster covariates stay linear (each spline term would cost a
+the covariates kept nonlinear. A covariate whose knot quantiles are not distinct (heavy ties) stays
+linear, with the reason in its ``note`` (with ``spline_alpha = None`` it is an error). Cluster covariates stay linear (each spline term would cost a
 between-cluster degree of freedom).
 
 Why: when the true CATE is not linear, the linear LMM estimates its projection on ``[1, X, V]`` and
@@ -227,7 +228,8 @@ class LMM(Estimator):
         try:
             ll_full, p_full = loglik(knots, inter_cand)
         except LMMError:
-            self.selection_ = [{"covariate": c, "part": part, "lr": np.nan, "df": 0, "p": np.nan, "kept": False}
+            self.selection_ = [{"covariate": c, "part": part, "lr": np.nan, "df": 0, "p": np.nan, "kept": False,
+                                "note": "the model with every spline term cannot be fitted"}
                                for part, cand in (("main", knots), ("interaction", inter_cand)) for c in cand]
             return {}, {}
         chosen = {"main": {}, "interaction": {}}
@@ -246,7 +248,7 @@ class LMM(Estimator):
                 if kept:
                     chosen[part][c] = t
                 self.selection_.append({"covariate": c, "part": part, "lr": lr, "df": df, "p": pval,
-                                        "kept": kept})
+                                        "kept": kept, "note": "" if np.isfinite(pval) else "reduced model not fitted"})
         return chosen["main"], chosen["interaction"]
 
     # ------------------------------------------------------------------ API
@@ -254,7 +256,7 @@ class LMM(Estimator):
         train.validate()
         self.covariates_ = list(train.covariates)
         self.inter_ = self._interacting(train)
-        self.knots_ = {}
+        self.knots_, untestable = {}, []
         if self.spline_knots:
             for c in train.individual_covariates:
                 x = train.frame[c].to_numpy(dtype=float)
@@ -262,6 +264,10 @@ class LMM(Estimator):
                     try:
                         self.knots_[c] = rcs_knots(x, int(self.spline_knots))
                     except ValueError as e:
+                        if self.spline_alpha is not None:     # selection: such a covariate stays linear
+                            untestable.append({"covariate": c, "part": "both", "lr": np.nan, "df": 0,
+                                               "p": np.nan, "kept": False, "note": str(e)})
+                            continue
                         raise MethodError(f"method 'lmm': {train.name}: covariate {c!r}: {e}; use fewer "
                                           f"'spline_knots' or a larger 'min_unique'") from None
         if self.spline_alpha is None:
@@ -270,6 +276,7 @@ class LMM(Estimator):
             self.inter_knots_ = {c: t for c, t in self.knots_.items() if c in self.inter_}
         else:
             self.main_knots_, self.inter_knots_ = self._select_splines(train, self.knots_)
+            self.selection_ += untestable
         self.names_ = self._all_names(self.main_knots_, self.inter_knots_)
         X, self.keep_, self.dropped_ = drop_aliased(self._design(train), self.names_,
                                                     f"{train.name}: method 'lmm'")
@@ -290,6 +297,15 @@ class LMM(Estimator):
         r = self.result_
         self.inference_ = varcomp_inference(train.outcome, X, [train.cluster_codes],
                                             [float(r.G[0, 0]), float(r.sigma2)])
+
+    @property
+    def fit_note(self) -> str:
+        """One line for the fit log: the covariates the function selection kept nonlinear."""
+        if self.spline_alpha is None or not self.knots_:
+            return ""
+        kept = [f"{part} {c}" for part, knots in (("main", self.main_knots_), ("interaction", self.inter_knots_))
+                for c in sorted(knots)]
+        return "spline terms kept: " + (", ".join(kept) if kept else "none (linear)")
 
     def predict_outcome(self, train: TrialData) -> OutcomePrediction:
         """X'beta (marginal) and X'beta + the cluster's BLUP (conditional) at the observed A."""

@@ -36,11 +36,12 @@ def _fit_each(replicates, *, study, cell, method, params, root_seed, log, total,
     for i, (rep, train, preds) in enumerate(replicates):
         seed = seeds.int_seed(root_seed, study, cell, int(rep), method)
         t0 = time.perf_counter()
-        err = None
+        err, note = None, ""
         results = {}
         try:
             est = methods.make(method, params, random_state=seed)
             est.fit(train)
+            note = getattr(est, "fit_note", "")
             for split, td in preds.items():
                 results[split] = est.predict(td)
             if on_fitted is not None:
@@ -53,7 +54,7 @@ def _fit_each(replicates, *, study, cell, method, params, root_seed, log, total,
                 traceback.print_exc(file=log)
         secs = time.perf_counter() - t0
         yield rep, preds, secs, err, results
-        status = "FAILED " + err if err else "ok"
+        status = "FAILED " + err if err else "ok" + (f" ({note})" if note else "")
         of = f"/{total}" if total else ""
         print(f"[{study} fit {method} {cell}] replicate {rep} ({i + 1}{of}) {secs:.3f} s {status}",
               file=log, flush=True)
