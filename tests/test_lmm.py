@@ -339,3 +339,15 @@ def test_fit_log_names_the_kept_spline_terms():
                    root_seed=1, log=log)
     assert "ok (spline terms kept: interaction X2, interaction X4)" in log.getvalue()
     assert LMM(spline_knots=0).fit(trial).fit_note == ""
+
+
+def test_function_selection_needs_ten_rows_per_column():
+    """Below 10 rows per column of the model with every spline term the tests are not run and the
+    model is lme4's linear one (the LR tests are ML approximations)."""
+    trial, _ = _battery_trial("nonlinear", 0)
+    few = trial.subset(np.isin(trial.cluster_codes, np.arange(12)))
+    assert few.n < 260
+    est = LMM().fit(few)
+    assert not est.main_knots_ and not est.inter_knots_
+    assert all("fewer than 10 per column" in t["note"] and "(26 columns)" in t["note"] for t in est.selection_)
+    np.testing.assert_allclose(est.beta_, LMM(spline_knots=0).fit(few).beta_, atol=1e-10)

@@ -38,7 +38,10 @@ in the main effects, or in the treatment interaction) is tested against its line
 likelihood-ratio test and kept when ``p < spline_alpha``; the final model is refitted by REML with
 the Kenward-Roger intervals below. ``info["spline_tests"]`` lists every test, ``info["splines"]``
 the covariates kept nonlinear. A covariate whose knot quantiles are not distinct (heavy ties) stays
-linear, with the reason in its ``note`` (with ``spline_alpha = None`` it is an error). Cluster covariates stay linear (each spline term would cost a
+linear, with the reason in its ``note`` (with ``spline_alpha = None`` it is an error). A trial
+with fewer than ``ROWS_PER_COLUMN = 10`` rows per column of the model with every spline term (26
+columns for three continuous and one binary individual covariate and two cluster covariates)
+keeps the linear model: the ML likelihood-ratio tests are not calibrated there. Cluster covariates stay linear (each spline term would cost a
 between-cluster degree of freedom).
 
 Why: when the true CATE is not linear, the linear LMM estimates its projection on ``[1, X, V]`` and
@@ -105,6 +108,10 @@ from clusterhte.mixed.reml import LMMError, fit_lmm
 from clusterhte.methods.splines import RCS_QUANTILES, rcs_basis, rcs_knots
 
 Z975 = float(stats.norm.ppf(0.975))
+# The function selection runs only with at least this many rows per column of the model with every
+# spline term: its likelihood-ratio tests are ML chi-squared approximations, and with fewer rows the
+# ML residual variance is biased down enough to inflate them (n / (n - p) >= 1.11 at 10 rows per column).
+ROWS_PER_COLUMN = 10
 NEAR_ALIAS_TOL = 1e-4  # only to name the culprits when the fit refuses a nearly singular design
 
 
@@ -217,6 +224,14 @@ class LMM(Estimator):
             return {}, {}
         y, g = train.outcome, train.cluster
         inter_cand = {c: t for c, t in knots.items() if c in self.inter_}
+        p_full = len(self._all_names(knots, inter_cand))
+        if train.n < ROWS_PER_COLUMN * p_full:
+            note = (f"{train.n} rows are fewer than {ROWS_PER_COLUMN} per column of the model with every "
+                    f"spline term ({p_full} columns): every covariate stays linear")
+            self.selection_ = [{"covariate": c, "part": part, "lr": np.nan, "df": 0, "p": np.nan, "kept": False,
+                                "note": note}
+                               for part, cand in (("main", knots), ("interaction", inter_cand)) for c in cand]
+            return {}, {}
 
         def loglik(main, inter):
             names = self._all_names(main, inter)

@@ -694,6 +694,9 @@ def fit_lmm(y, X, groups, Z=None, *, reml: bool = True, starts=None, maxiter: in
     theta = np.array(best["x"], dtype=float)
     theta[(r == c) & (theta < 0)] = 0.0
     sol = _deviance(theta, st, reml, grad=False, full=True)
+    if not isinstance(sol, dict):          # the criterion is not finite at the optimum
+        raise LMMError("the criterion is not finite at its optimum (the fixed effects fit y exactly, "
+                       "or X'X is numerically singular)")
     sigma2 = float(sol["r2"] / sol["k"])
     Lam = sol["Lam"]
     G = sigma2 * (Lam @ Lam.T)
