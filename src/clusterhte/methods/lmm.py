@@ -37,12 +37,12 @@ model with every spline term, fitted by ML, each block of ``k - 2`` nonlinear co
 in the main effects, or in the treatment interaction) is tested against its linear form by a
 likelihood-ratio test and kept when ``p < spline_alpha``; the final model is refitted by REML with
 the Kenward-Roger intervals below. ``info["spline_tests"]`` lists every test, ``info["splines"]``
-the covariates kept nonlinear. A covariate whose knot quantiles are not distinct (heavy ties) stays
-linear, with the reason in its ``note`` (with ``spline_alpha = None`` it is an error). A trial
-with fewer than ``ROWS_PER_COLUMN = 10`` rows per column of the model with every spline term (26
-columns for three continuous and one binary individual covariate and two cluster covariates)
-keeps the linear model: the ML likelihood-ratio tests are not calibrated there. Cluster covariates stay linear (each spline term would cost a
-between-cluster degree of freedom).
+the covariates kept nonlinear. Cluster covariates stay linear (each spline term would cost a
+between-cluster degree of freedom). A covariate whose knot quantiles are not distinct (heavy ties)
+stays linear, with the reason in its ``note`` (with ``spline_alpha = None`` it is an error). A
+trial with fewer than ``ROWS_PER_COLUMN = 10`` rows per column of the model with every spline term
+(26 columns for three continuous and one binary individual covariate and two cluster covariates)
+keeps the linear model: the ML likelihood-ratio tests are not calibrated there.
 
 Why: when the true CATE is not linear, the linear LMM estimates its projection on ``[1, X, V]`` and
 its intervals cover that projection, not ``tau(x, v)``. Battery, 20 replicates each
@@ -103,7 +103,8 @@ from scipy import stats
 from clusterhte.data.trial import TrialData, TrialDataError
 from clusterhte.methods.base import CateResult, Estimator, MethodError, OutcomePrediction
 from clusterhte.mixed.ddf import DDF_METHODS, t_interval, varcomp_inference
-from clusterhte.mixed.design import AliasedColumnsWarning, drop_aliased, independent_columns, require_between_cluster_df
+from clusterhte.mixed.design import (AliasedColumnsWarning, drop_aliased, independent_columns,
+                                    require_between_cluster_df)
 from clusterhte.mixed.reml import LMMError, fit_lmm
 from clusterhte.methods.splines import RCS_QUANTILES, rcs_basis, rcs_knots
 
@@ -224,14 +225,18 @@ class LMM(Estimator):
             return {}, {}
         y, g = train.outcome, train.cluster
         inter_cand = {c: t for c, t in knots.items() if c in self.inter_}
-        p_full = len(self._all_names(knots, inter_cand))
-        if train.n < ROWS_PER_COLUMN * p_full:
-            note = (f"{train.n} rows are fewer than {ROWS_PER_COLUMN} per column of the model with every "
-                    f"spline term ({p_full} columns): every covariate stays linear")
+        blocks = [(part, c, t) for part, cand in (("main", knots), ("interaction", inter_cand))
+                  for c, t in cand.items()]
+
+        def all_linear(note):
             self.selection_ = [{"covariate": c, "part": part, "lr": np.nan, "df": 0, "p": np.nan, "kept": False,
-                                "note": note}
-                               for part, cand in (("main", knots), ("interaction", inter_cand)) for c in cand]
+                                "note": note} for part, c, _ in blocks]
             return {}, {}
+
+        n_cols = len(self._all_names(knots, inter_cand))
+        if train.n < ROWS_PER_COLUMN * n_cols:
+            return all_linear(f"{train.n} rows are fewer than {ROWS_PER_COLUMN} per column of the model with "
+                              f"every spline term ({n_cols} columns): every covariate stays linear")
 
         def loglik(main, inter):
             names = self._all_names(main, inter)
@@ -243,27 +248,23 @@ class LMM(Estimator):
         try:
             ll_full, p_full = loglik(knots, inter_cand)
         except LMMError:
-            self.selection_ = [{"covariate": c, "part": part, "lr": np.nan, "df": 0, "p": np.nan, "kept": False,
-                                "note": "the model with every spline term cannot be fitted"}
-                               for part, cand in (("main", knots), ("interaction", inter_cand)) for c in cand]
-            return {}, {}
+            return all_linear("the model with every spline term cannot be fitted")
         chosen = {"main": {}, "interaction": {}}
-        for part, cand in (("main", knots), ("interaction", inter_cand)):
-            for c, t in cand.items():
-                main = {k: v for k, v in knots.items() if not (part == "main" and k == c)}
-                inter = {k: v for k, v in inter_cand.items() if not (part == "interaction" and k == c)}
-                try:
-                    ll, p = loglik(main, inter)
-                except LMMError:
-                    ll, p = np.nan, p_full
-                df = p_full - p
-                lr = max(0.0, 2.0 * (ll_full - ll)) if np.isfinite(ll) else np.nan
-                pval = float(stats.chi2.sf(lr, df)) if df > 0 and np.isfinite(lr) else np.nan
-                kept = bool(np.isfinite(pval) and pval < float(self.spline_alpha))
-                if kept:
-                    chosen[part][c] = t
-                self.selection_.append({"covariate": c, "part": part, "lr": lr, "df": df, "p": pval,
-                                        "kept": kept, "note": "" if np.isfinite(pval) else "reduced model not fitted"})
+        for part, c, t in blocks:
+            main = {k: v for k, v in knots.items() if not (part == "main" and k == c)}
+            inter = {k: v for k, v in inter_cand.items() if not (part == "interaction" and k == c)}
+            try:
+                ll, p = loglik(main, inter)
+            except LMMError:
+                ll, p = np.nan, p_full
+            df = p_full - p
+            lr = max(0.0, 2.0 * (ll_full - ll)) if np.isfinite(ll) else np.nan
+            pval = float(stats.chi2.sf(lr, df)) if df > 0 and np.isfinite(lr) else np.nan
+            kept = bool(np.isfinite(pval) and pval < float(self.spline_alpha))
+            if kept:
+                chosen[part][c] = t
+            self.selection_.append({"covariate": c, "part": part, "lr": lr, "df": df, "p": pval, "kept": kept,
+                                    "note": "" if np.isfinite(pval) else "reduced model not fitted"})
         return chosen["main"], chosen["interaction"]
 
     # ------------------------------------------------------------------ API
