@@ -110,6 +110,9 @@ class Estimator:
     designs : designs the method applies to (``"crt"``, ``"multisite"``).
     has_intervals : whether ``predict`` returns intervals (natively or by bootstrap).
     library : the Python library doing the numerical work.
+
+    After ``fit``, ``fit_note`` is one line for the fit log about a choice the fit made from the
+    data (e.g. the LMM's selected spline terms); empty by default.
     """
 
     name: str = ""
@@ -117,6 +120,7 @@ class Estimator:
     designs: tuple[str, ...] = ("crt", "multisite")
     has_intervals: bool = False
     library: str = "numpy"
+    fit_note: str = ""
 
     def __init__(self, random_state: int | None = None):
         self.random_state = random_state
