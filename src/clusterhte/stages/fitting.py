@@ -41,7 +41,7 @@ def _fit_each(replicates, *, study, cell, method, params, root_seed, log, total,
         try:
             est = methods.make(method, params, random_state=seed)
             est.fit(train)
-            note = est.fit_note
+            note = getattr(est, "fit_note", "")   # duck-typed estimators may lack it
             for split, td in preds.items():
                 results[split] = est.predict(td)
             if on_fitted is not None:
