@@ -116,6 +116,12 @@ ROWS_PER_COLUMN = 10
 NEAR_ALIAS_TOL = 1e-4  # only to name the culprits when the fit refuses a nearly singular design
 
 
+def _spline_test(covariate: str, part: str, lr: float = np.nan, df: int = 0, p: float = np.nan,
+                 kept: bool = False, note: str = "") -> dict:
+    """One record of ``info["spline_tests"]``: a block's likelihood-ratio test, or why it has none."""
+    return {"covariate": covariate, "part": part, "lr": lr, "df": df, "p": p, "kept": kept, "note": note}
+
+
 class LMM(Estimator):
     """Random-intercept linear mixed model with treatment-by-covariate interactions, fitted by REML.
 
@@ -229,8 +235,7 @@ class LMM(Estimator):
                   for c, t in cand.items()]
 
         def all_linear(note):
-            self.selection_ = [{"covariate": c, "part": part, "lr": np.nan, "df": 0, "p": np.nan, "kept": False,
-                                "note": note} for part, c, _ in blocks]
+            self.selection_ = [_spline_test(c, part, note=note) for part, c, _ in blocks]
             return {}, {}
 
         n_cols = len(self._all_names(knots, inter_cand))
@@ -263,8 +268,8 @@ class LMM(Estimator):
             kept = bool(np.isfinite(pval) and pval < float(self.spline_alpha))
             if kept:
                 chosen[part][c] = t
-            self.selection_.append({"covariate": c, "part": part, "lr": lr, "df": df, "p": pval, "kept": kept,
-                                    "note": "" if np.isfinite(pval) else "reduced model not fitted"})
+            self.selection_.append(_spline_test(c, part, lr, df, pval, kept,
+                                                "" if np.isfinite(pval) else "reduced model not fitted"))
         return chosen["main"], chosen["interaction"]
 
     # ------------------------------------------------------------------ API
@@ -281,8 +286,7 @@ class LMM(Estimator):
                         self.knots_[c] = rcs_knots(x, int(self.spline_knots))
                     except ValueError as e:
                         if self.spline_alpha is not None:     # selection: such a covariate stays linear
-                            untestable.append({"covariate": c, "part": "both", "lr": np.nan, "df": 0,
-                                               "p": np.nan, "kept": False, "note": str(e)})
+                            untestable.append(_spline_test(c, "both", note=str(e)))
                             continue
                         raise MethodError(f"method 'lmm': {train.name}: covariate {c!r}: {e}; use fewer "
                                           f"'spline_knots' or a larger 'min_unique'") from None
