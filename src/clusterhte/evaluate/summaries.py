@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import stats
 
 from clusterhte.data.trial import TrialDataError
+from clusterhte.evaluate.validation import ROUNDING_TOL
 
 __all__ = ["ate_table", "cate_quantiles", "cluster_average", "subgroup_table",
            "subgroup_difference_in_means", "best_linear_projection", "share_benefit",
@@ -50,10 +51,10 @@ __all__ = ["ate_table", "cate_quantiles", "cluster_average", "subgroup_table",
 
 # --------------------------------------------------------------------------------- helpers
 def _varies(x) -> bool:
-    """True when ``x`` varies by more than rounding (1e-10 of its scale, the validation's
-    tolerance): a correlation with a constant is undefined."""
+    """True when ``x`` varies by more than rounding (the validation's ``ROUNDING_TOL`` of its
+    scale): a correlation with a constant is undefined."""
     x = np.asarray(x, dtype=float)
-    return bool(x.size) and float(np.ptp(x)) > 1e-10 * max(float(np.abs(x).max()), 1e-300)
+    return bool(x.size) and float(np.ptp(x)) > ROUNDING_TOL * max(float(np.abs(x).max()), 1e-300)
 
 
 def _check(df: pd.DataFrame, need: Iterable[str], what: str = "fits") -> None:

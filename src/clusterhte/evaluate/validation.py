@@ -86,6 +86,9 @@ VALIDATION_TABLES = ["oof_cates", "calibration", "blp", "gates", "rate", "toc", 
                      "policy_value", "verdict"]
 CONSTANT = "constant (ATE)"
 DEFAULT_FOLDS = 5
+# Predicted effects that differ by less than this share of their scale differ by rounding only: a
+# method that predicts one effect (up to rounding) has no ranking and no differential term.
+ROUNDING_TOL = 1e-10
 
 
 # ----------------------------------------------------------------------------- design pieces
@@ -284,7 +287,7 @@ def calibration(gamma, tau, cluster, level: float = 0.95, fold=None) -> pd.DataF
     nan = {"estimate": np.nan, "se": np.nan, "df": np.nan, "p_value": np.nan, "lower": np.nan,
            "upper": np.nan}
     scale = max(np.abs(tau).max(), 1e-300)
-    has_dev = dev.std() > 1e-10 * scale
+    has_dev = dev.std() > ROUNDING_TOL * scale
     has_mean = abs(tbar) > 1e-12 * scale
     cols = ([np.full_like(tau, tbar)] if has_mean else []) + ([dev] if has_dev else [])
     rows = []
@@ -380,7 +383,7 @@ def within_fold_rank(tau, fold) -> np.ndarray:
     # differences below 1e-10 of the CATEs' scale are rounding, not a ranking (the calibration's
     # tolerance): a fold predicted one effect for everyone is all ties
     scale = max(float(np.abs(tau).max()) if tau.size else 0.0, 1e-300)
-    t = np.round(tau / (1e-10 * scale))
+    t = np.round(tau / (ROUNDING_TOL * scale))
     out = np.empty(tau.size)
     for k in np.unique(fold):  # K folds
         m = fold == k
